@@ -1,0 +1,166 @@
+"""Command-line flags and their defaults (edit them here), optional YAML config, and input checks.
+
+Precedence: built-in defaults < --config FILE.yaml < flags on the command line.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import torch
+import yaml
+
+FILTER_NAMES = ["gcn", "fourier", "spline", "cheby", "lanczos"]
+METHOD_NAMES = ["hagcn", "lsh", "pcah", "itq", "sh", "bihalf", "dsh", "hashnet", "shc"]
+MAX_BITS = 4096
+
+
+class ArgError(ValueError):
+    """A bad flag or config: main.py prints it as one line on stderr and exits with status 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line (no usage block) raised as ArgError."""
+
+    def error(self, message: str):
+        raise ArgError(message)
+
+
+def build_parser() -> Parser:
+    p = Parser(description="HAGCN deep hashing: train, evaluate and tabulate mAP.")
+    a = p.add_argument
+    a("--config", type=str, default=None, help="YAML file of flag values; command-line flags override it")
+    # data
+    a("--dataset", choices=["digits", "fashion_mnist", "folder"], default=None,
+      help="built-in data, or 'folder' for --root_dir (default: folder if --root_dir is given, else digits)")
+    a("--root_dir", type=str, default=None, help="ROOT/<class>/<item>.npy embeddings (or the Fashion-MNIST IDX folder)")
+    a("--num_cls", type=int, default=None, help="expected number of classes, checked against the data")
+    a("--subsample", type=int, default=None, help="use a class-stratified random subset of this many items")
+    a("--split", choices=["ref", "standard"], default="ref", help="ref: paper repo's 80/10/10; standard: q per class")
+    a("--folds", type=int, default=1, help="number of folds (ref: K-fold; standard: independent query draws)")
+    a("--query_per_class", type=int, default=100, help="--split standard: queries per class")
+    a("--num_train", type=int, default=10000, help="--split standard: training items sampled from the database")
+    # methods
+    a("--method", nargs="+", default=["hagcn"], help=f"any of {' '.join(METHOD_NAMES)}, or all")
+    a("--task", nargs="+", default=FILTER_NAMES, help="HAGCN spectral filters")
+    a("--exp_hash_len", nargs="+", type=int, default=[16, 28, 32, 64, 128], help="code lengths in bits")
+    a("--k", type=int, default=4, help="filter order K (Chebyshev order, eigenvectors, Lanczos steps)")
+    a("--knn", type=int, default=None, help="neighbours per node of the batch graph (default: number of classes)")
+    a("--hidden", type=int, default=768, help="encoder width")
+    a("--hash_head", choices=["linear", "mlp"], default="mlp",
+      help="linear: H = X W2 (paper); mlp: H = MLP(Z1) on the encoder output")
+    a("--graph_source", choices=["input", "encoder"], default="input", help="features the batch graph is built on")
+    a("--alpha", type=float, default=1.0, help="initial sigmoid slope alpha of P = sigmoid(alpha H)")
+    a("--alpha_max", type=float, default=10.0, help="final alpha (geometric growth over the epochs)")
+    a("--tau", type=float, default=0.5, help="bit threshold: b = sign(P - tau)")
+    a("--loss_form", choices=["ours", "paper_repo"], default="ours", help="similarity term of the HAGCN loss")
+    a("--sim_target", choices=["knn", "cosine"], default="knn", help="similarity target S of the 'ours' loss")
+    a("--lambda_", type=float, default=1.0, help="weight of the similarity term (paper repo: 1e-4)")
+    # optimisation
+    a("--num_epochs", type=int, default=50)
+    a("--batch_size", type=int, default=128)
+    a("--lr", type=float, default=1e-4)
+    a("--seed", type=int, default=0)
+    a("--device", type=str, default=None, help="cuda or cpu (default: cuda when available)")
+    # evaluation and outputs
+    a("--topk", type=int, default=200, help="mAP@topk (0 = whole database)")
+    a("--metric", choices=["label", "paper_repo"], default="label",
+      help="relevance: shared label; paper_repo reproduces the paper repo's defective np.dot(qL, dbL) > 0")
+    a("--log_dir", type=str, default="logs", help="results.csv, run folders (checkpoints, codes, JSON)")
+    a("--resume", action="store_true", help="continue interrupted runs from their checkpoints")
+    a("--force", action="store_true", help="redo runs already recorded in results.csv")
+    return p
+
+
+def load_config(path: str, parser: Parser) -> dict:
+    """YAML mapping of flag names (without --) to values, checked against the known flags."""
+    try:
+        with open(path) as f:
+            cfg = yaml.safe_load(f) or {}
+    except OSError as e:
+        raise ArgError(f"--config {path}: cannot read ({e.strerror})")
+    except yaml.YAMLError as e:
+        raise ArgError(f"--config {path}: not valid YAML ({str(e).splitlines()[0]})")
+    if not isinstance(cfg, dict):
+        raise ArgError(f"--config {path}: expected a mapping of flag: value, got {type(cfg).__name__}")
+    known = {act.dest: act for act in parser._actions}
+    for key, value in cfg.items():
+        if key not in known or key in ("help", "config"):
+            raise ArgError(f"--config {path}: unknown key '{key}'")
+        if known[key].nargs == "+" and not isinstance(value, list):
+            cfg[key] = [value]
+    return cfg
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Defaults < YAML config < command line; then fill derived defaults and check every value."""
+    parser = build_parser()
+    config_path = find_config_flag(sys.argv[1:] if argv is None else argv)
+    if config_path:
+        parser.set_defaults(**load_config(config_path, parser))
+    args = parser.parse_args(argv)
+    if args.dataset is None:
+        args.dataset = "folder" if args.root_dir else "digits"
+    if args.device is None:
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if "all" in args.method:
+        args.method = list(METHOD_NAMES)
+    check_args(args)
+    return args
+
+
+def find_config_flag(argv: list[str]) -> str | None:
+    for i, tok in enumerate(argv):
+        if tok == "--config" and i + 1 < len(argv):
+            return argv[i + 1]
+        if tok.startswith("--config="):
+            return tok.split("=", 1)[1]
+    return None
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Reject values that would crash or silently mislead later, naming the flag."""
+    def need(ok: bool, msg: str) -> None:
+        if not ok:
+            raise ArgError(msg)
+
+    unknown = [m for m in args.method if m not in METHOD_NAMES]
+    need(not unknown, f"--method {' '.join(unknown)}: unknown (choose from {' '.join(METHOD_NAMES)} or all)")
+    unknown = [t for t in args.task if t not in FILTER_NAMES]
+    need(not unknown, f"--task {' '.join(unknown)}: unknown (choose from {' '.join(FILTER_NAMES)})")
+    for bits in args.exp_hash_len:
+        need(1 <= bits <= MAX_BITS, f"--exp_hash_len {bits}: must be between 1 and {MAX_BITS}")
+    need(args.batch_size >= 2, f"--batch_size {args.batch_size}: must be at least 2 (the batch graph needs neighbours)")
+    need(args.k >= 1, f"--k {args.k}: the filter order must be at least 1")
+    if args.knn is not None:
+        need(1 <= args.knn < args.batch_size,
+             f"--knn {args.knn}: must be at least 1 and below --batch_size {args.batch_size}")
+    need(args.num_epochs >= 1, f"--num_epochs {args.num_epochs}: must be at least 1")
+    need(args.lr > 0, f"--lr {args.lr}: must be positive")
+    need(args.hidden >= 1, f"--hidden {args.hidden}: must be at least 1")
+    need(0 < args.tau < 1, f"--tau {args.tau}: must be strictly between 0 and 1")
+    need(args.alpha > 0 and args.alpha_max > 0, "--alpha/--alpha_max: must be positive")
+    need(args.lambda_ >= 0, f"--lambda_ {args.lambda_}: must be non-negative")
+    need(args.folds >= 1, f"--folds {args.folds}: must be at least 1")
+    need(args.topk >= 0, f"--topk {args.topk}: must be 0 (whole database) or positive")
+    need(args.num_cls is None or args.num_cls >= 2, f"--num_cls {args.num_cls}: must be at least 2")
+    need(args.subsample is None or args.subsample >= 10, f"--subsample {args.subsample}: must be at least 10")
+    need(args.query_per_class >= 1 and args.num_train >= 1, "--query_per_class/--num_train: must be positive")
+    need(args.dataset != "folder" or bool(args.root_dir), "--dataset folder: needs --root_dir PATH")
+    if args.device.startswith("cuda"):
+        need(torch.cuda.is_available(), f"--device {args.device}: CUDA is not available on this machine (use --device cpu)")
+    else:
+        need(args.device == "cpu", f"--device {args.device}: unknown (use cpu or cuda)")
+    check_log_dir(Path(args.log_dir))
+
+
+def check_log_dir(log_dir: Path) -> None:
+    """The log folder must be creatable and writable before hours of training, not after."""
+    try:
+        log_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ArgError(f"--log_dir {log_dir}: cannot create ({e.strerror})")
+    if not os.access(log_dir, os.W_OK | os.X_OK):
+        raise ArgError(f"--log_dir {log_dir}: not writable")

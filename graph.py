@@ -1,0 +1,209 @@
+"""Per-batch k-NN graphs and the five spectral graph filters of HAGCN.
+
+The graph of a mini-batch is data, not a function to differentiate: it is built under no_grad, and so
+is its eigendecomposition (eigh's backward is undefined for the repeated eigenvalues that k-NN graphs
+with several components always have). Low graph frequency = small eigenvalue of Lap = I - A_hat.
+To add a filter: subclass nn.Module with forward(z, graph) -> z3 and register it in FILTERS.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+# ----------------------------------------------------------------------------- the batch graph
+
+@torch.no_grad()
+def knn_adjacency(feats: torch.Tensor, knn: int) -> torch.Tensor:
+    """Symmetric 0/1 adjacency: each row's `knn` most cosine-similar rows (self excluded), then A = max(A, A^T)."""
+    n = feats.shape[0]
+    k = min(knn, n - 1)
+    adj = torch.zeros(n, n, dtype=feats.dtype, device=feats.device)
+    if k < 1:
+        return adj
+    unit = F.normalize(feats, dim=1)
+    sim = unit @ unit.T
+    sim.fill_diagonal_(-math.inf)
+    adj.scatter_(1, sim.topk(k, dim=1).indices, 1.0)
+    return torch.maximum(adj, adj.T)
+
+
+@dataclass
+class BatchGraph:
+    """A_hat = D^-1/2 (A + I) D^-1/2 and Lap = I - A_hat (eigenvalues in [0, 2)); the spectrum is computed once, on demand."""
+    a_hat: torch.Tensor
+    lap: torch.Tensor
+    _spectrum: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
+
+    @property
+    def n(self) -> int:
+        return self.a_hat.shape[0]
+
+    def spectrum(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eigenvalues (ascending = low frequency first) and eigenvectors of Lap, without gradient."""
+        if self._spectrum is None:
+            with torch.no_grad():
+                lam, u = torch.linalg.eigh(self.lap)
+            self._spectrum = (lam.clamp(0.0, 2.0), u)
+        return self._spectrum
+
+
+@torch.no_grad()
+def batch_graph(feats: torch.Tensor, knn: int) -> BatchGraph:
+    """Build the normalised k-NN graph of one batch with self-loops (A_tilde = A + I), as data."""
+    feats = feats.detach()
+    eye = torch.eye(feats.shape[0], dtype=feats.dtype, device=feats.device)
+    a_tilde = knn_adjacency(feats, knn) + eye
+    d_inv_sqrt = a_tilde.sum(dim=1).rsqrt()
+    a_hat = d_inv_sqrt[:, None] * a_tilde * d_inv_sqrt[None, :]
+    return BatchGraph(a_hat, eye - a_hat)
+
+
+# ----------------------------------------------------------------------------- spectral helpers
+
+def bspline_basis(x: torch.Tensor, n_basis: int, degree: int = 3, lo: float = 0.0, hi: float = 2.0) -> torch.Tensor:
+    """Clamped uniform B-spline basis on [lo, hi] evaluated at x: (len(x), n_basis), by the Cox-de Boor recursion."""
+    n_inner = n_basis - degree + 1
+    inner = torch.linspace(lo, hi, n_inner, dtype=x.dtype, device=x.device)
+    t = torch.cat([inner[:1].repeat(degree), inner, inner[-1:].repeat(degree)])
+    x = x.clamp(lo, hi)[:, None]
+    # degree 0: indicator of [t_i, t_{i+1}); the last non-empty interval is closed so x = hi is covered
+    b = ((x >= t[:-1]) & (x < t[1:])).to(x.dtype)
+    last = int(torch.nonzero(t[1:] > t[:-1]).max())
+    b[:, last] = b[:, last] + (x[:, 0] == hi).to(x.dtype)
+    for p in range(1, degree + 1):
+        left_den = t[p:-1] - t[:-p - 1]
+        right_den = t[p + 1:] - t[1:-p]
+        left = torch.where(left_den > 0, (x - t[:-p - 1]) / left_den.clamp_min(1e-12), torch.zeros_like(x)) * b[:, :-1]
+        right = torch.where(right_den > 0, (t[p + 1:] - x) / right_den.clamp_min(1e-12), torch.zeros_like(x)) * b[:, 1:]
+        b = left + right
+    return b
+
+
+@torch.no_grad()
+def lanczos(lap: torch.Tensor, steps: int, tol: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ritz values and vectors of `steps` Lanczos iterations on a symmetric matrix, with full reorthogonalisation.
+
+    The start vector is deterministic (a normalised ramp), never random, so two calls on the same batch agree.
+    Stops early when beta ~ 0 (the Krylov space is invariant). Returns (theta (m,), R (n, m)), m <= steps.
+    """
+    n = lap.shape[0]
+    q = torch.linspace(1.0, 2.0, n, dtype=lap.dtype, device=lap.device)
+    basis = [q / q.norm()]
+    alphas, betas = [], []
+    for j in range(min(steps, n)):
+        w = lap @ basis[j]
+        alphas.append(torch.dot(basis[j], w))
+        Q = torch.stack(basis, dim=1)
+        for _ in range(2):  # classical Gram-Schmidt twice against every previous vector ("twice is enough")
+            w = w - Q @ (Q.T @ w)
+        beta = w.norm()
+        if j + 1 == min(steps, n) or beta <= tol * max(1.0, float(alphas[-1].abs())):
+            break
+        betas.append(beta)
+        basis.append(w / beta)
+    m = len(alphas)
+    T = torch.diag(torch.stack(alphas))
+    if m > 1:
+        off = torch.stack(betas[:m - 1])
+        T = T + torch.diag(off, 1) + torch.diag(off, -1)
+    theta, s = torch.linalg.eigh(T)
+    return theta, torch.stack(basis[:m], dim=1) @ s
+
+
+# ----------------------------------------------------------------------------- the five filters
+
+class GCNFilter(nn.Module):
+    """First-order GCN (Kipf & Welling 2017): Z3 = LayerNorm(A_hat Z W3)."""
+
+    def __init__(self, hidden: int, order: int):
+        super().__init__()
+        self.w3 = nn.Linear(hidden, hidden)
+        self.norm = nn.LayerNorm(hidden)
+
+    def forward(self, z: torch.Tensor, graph: BatchGraph) -> torch.Tensor:
+        return self.norm(graph.a_hat @ self.w3(z))
+
+
+class FourierFilter(nn.Module):
+    """Spectral filter on the K lowest graph frequencies (Bruna et al. 2014): Z3 = U_K diag(theta) U_K^T Z W3."""
+
+    def __init__(self, hidden: int, order: int):
+        super().__init__()
+        self.order = order
+        self.theta = nn.Parameter(torch.ones(order))
+        self.w3 = nn.Linear(hidden, hidden)
+
+    def forward(self, z: torch.Tensor, graph: BatchGraph) -> torch.Tensor:
+        _, u = graph.spectrum()
+        k = min(self.order, graph.n)
+        u_k = u[:, :k]
+        return u_k @ (self.theta[:k, None] * (u_k.T @ self.w3(z)))
+
+
+class SplineFilter(nn.Module):
+    """The paper's "Poly" filter: theta(lam) = sum_j c_j B_j(lam), a smooth cubic B-spline response on [0, 2],
+    applied on the K lowest graph frequencies: Z3 = U_K diag(theta(lam_K)) U_K^T Z W3."""
+
+    def __init__(self, hidden: int, order: int, n_basis: int = 6):
+        super().__init__()
+        self.order = order
+        self.n_basis = n_basis
+        self.coef = nn.Parameter(torch.ones(n_basis))   # B-splines sum to one: theta == 1 at initialisation
+        self.w3 = nn.Linear(hidden, hidden)
+
+    def forward(self, z: torch.Tensor, graph: BatchGraph) -> torch.Tensor:
+        lam, u = graph.spectrum()
+        k = min(self.order, graph.n)
+        theta = bspline_basis(lam[:k], self.n_basis) @ self.coef
+        u_k = u[:, :k]
+        return u_k @ (theta[:, None] * (u_k.T @ self.w3(z)))
+
+
+class ChebyFilter(nn.Module):
+    """Chebyshev filter of order K (Defferrard et al. 2016): Z3 = sum_{k=0..K} T_k(L_s) Z W3_k, L_s = Lap - I.
+
+    Recurs on the signals, T_k = 2 L_s T_{k-1} - T_{k-2}; the K+1 weight matrices act as one Linear on [T_0 .. T_K].
+    """
+
+    def __init__(self, hidden: int, order: int):
+        super().__init__()
+        self.order = order
+        self.w3 = nn.Linear(hidden * (order + 1), hidden)
+
+    def forward(self, z: torch.Tensor, graph: BatchGraph) -> torch.Tensor:
+        l_s = -graph.a_hat  # Lap - I = 2 Lap / lam_max - I with lam_max = 2
+        terms = [z, l_s @ z]
+        for _ in range(2, self.order + 1):
+            terms.append(2 * (l_s @ terms[-1]) - terms[-2])
+        return self.w3(torch.cat(terms[:self.order + 1], dim=1))
+
+
+class LanczosFilter(nn.Module):
+    """LanczosNet-style filter (Liao et al. 2019): K Lanczos steps on Lap give Ritz pairs (theta_i, R);
+    Z3 = R diag(g(theta)) R^T Z W3 with g a learnable cubic B-spline response on [0, 2]."""
+
+    def __init__(self, hidden: int, order: int, n_basis: int = 6):
+        super().__init__()
+        self.order = order
+        self.n_basis = n_basis
+        self.coef = nn.Parameter(torch.ones(n_basis))
+        self.w3 = nn.Linear(hidden, hidden)
+
+    def forward(self, z: torch.Tensor, graph: BatchGraph) -> torch.Tensor:
+        ritz, r = lanczos(graph.lap, self.order)
+        response = bspline_basis(ritz, self.n_basis) @ self.coef
+        return r @ (response[:, None] * (r.T @ self.w3(z)))
+
+
+FILTERS: dict[str, type[nn.Module]] = {
+    "gcn": GCNFilter,
+    "fourier": FourierFilter,
+    "spline": SplineFilter,
+    "cheby": ChebyFilter,
+    "lanczos": LanczosFilter,
+}

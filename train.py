@@ -1,0 +1,82 @@
+"""The one training loop that serves every deep method (HAGCN and the deep baselines), with atomic
+per-epoch checkpoints (model, optimiser, schedules, RNG states, epoch) and resume."""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from model import HashModel
+
+LossFn = Callable[[dict, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or Inf: the run stops, naming where, and no result row is written."""
+
+
+def atomic_save(obj: object, path: Path) -> None:
+    """torch.save to a temporary name in the same folder, then rename: a crash never leaves half a file."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, model: HashModel, opt: torch.optim.Optimizer, gen: torch.Generator) -> tuple[int, float]:
+    """Restore a checkpoint written by `train`; returns (next epoch, training seconds so far)."""
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    gen.set_state(state["batch_rng"])
+    torch.set_rng_state(state["torch_rng"])
+    return state["epoch"] + 1, state["seconds"]
+
+
+def train(model: HashModel, loss_fn: LossFn, X: torch.Tensor, y: torch.Tensor, *, num_epochs: int,
+          batch_size: int, lr: float, seed: int, desc: str, checkpoint: Path | None = None,
+          resume: bool = False) -> float:
+    """Adam on shuffled mini-batches of the training rows (X, y already on the device); returns training seconds.
+
+    The batch order comes from a generator seeded with `seed`, so the same seed gives the same model.
+    """
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    start, seconds = 0, 0.0
+    if resume and checkpoint is not None and checkpoint.is_file():
+        start, seconds = load_checkpoint(checkpoint, model, opt, gen)
+    else:
+        model.prepare(X, y)
+    model.train()
+    bar = tqdm(range(start, num_epochs), desc=desc, leave=False, dynamic_ncols=True, initial=start, total=num_epochs)
+    for epoch in bar:
+        t0 = time.perf_counter()
+        model.set_epoch(epoch, num_epochs)
+        total = torch.zeros((), device=X.device)
+        for step, idx in enumerate(torch.randperm(len(X), generator=gen).to(X.device).split(batch_size)):
+            xb, yb = X[idx], y[idx]
+            loss = loss_fn(model(xb), xb, yb)
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(f"{desc}: loss is {loss.item()} at epoch {epoch + 1}, step {step + 1}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.detach()
+        seconds += time.perf_counter() - t0
+        bar.set_postfix(loss=f"{total.item() / (step + 1):.4f}")
+        if checkpoint is not None:
+            atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
+                         "batch_rng": gen.get_state(), "torch_rng": torch.get_rng_state(), "seconds": seconds},
+                        checkpoint)
+    return seconds
+
+
+@torch.no_grad()
+def encode(model: HashModel, X: torch.Tensor, batch_size: int = 4096) -> np.ndarray:
+    """{0,1} uint8 codes (n, L), each item encoded on its own (inductive)."""
+    model.eval()
+    return torch.cat([model.codes(xb) for xb in X.split(batch_size)]).cpu().numpy().astype(np.uint8)
