@@ -1,0 +1,149 @@
+"""Hashing baselines, trained and evaluated on the same embeddings, splits and metric as HAGCN.
+
+Unsupervised closed-form methods: LSH, PCAH, ITQ and SH. Each is a small class whose `fit(X, n_bits, seed)` sees
+the (standardised) training split only and whose `encode(X)` turns any split into (n, n_bits) uint8 {0,1} bits.
+`CLOSED_FORM` names them for the CLI and `fit_encode` runs one end to end.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+# -----------------------------------------------------------------------------
+# shared linear algebra
+
+
+def _pca(X: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Training mean (d,) and the top-k principal directions (d, k), by decreasing variance.
+    Directions come from eigh of the d x d covariance (cheap for large n); each is signed so that its largest
+    loading is positive, which makes the codes independent of the sign LAPACK happens to return."""
+    n, d = X.shape
+    if not 1 <= k <= min(n, d):
+        raise ValueError(f"n_bits={k} principal components requested, but at most min(n, d) = {min(n, d)} exist "
+                         f"for {n} training items of dimension {d}")
+    mean = X.mean(axis=0, dtype=np.float64)
+    Xc = X - mean
+    _, vecs = np.linalg.eigh(Xc.T @ Xc / n)  # eigenvalues ascending
+    W = vecs[:, ::-1][:, :k]
+    return mean, W * np.sign(W[np.abs(W).argmax(axis=0), np.arange(k)])
+
+
+def _random_rotation(k: int, rng: np.random.Generator) -> np.ndarray:
+    """Uniformly random k x k orthogonal matrix: QR of a Gaussian matrix, signs fixed by diag(R) (Mezzadri 2007)."""
+    Q, R = np.linalg.qr(rng.standard_normal((k, k)))
+    return Q * np.sign(np.diag(R))
+
+
+# -----------------------------------------------------------------------------
+# unsupervised closed-form methods
+
+
+class LinearHash:
+    """Codes that are the sign of a linear projection of centred data: bit = (X - mean) W > 0."""
+    mean: np.ndarray
+    W: np.ndarray
+
+    def encode(self, X: np.ndarray) -> np.ndarray:
+        return ((X - self.mean) @ self.W > 0).astype(np.uint8)
+
+
+class LSH(LinearHash):
+    """Locality-sensitive hashing by random hyperplanes (Charikar, STOC 2002) on data centred with the training mean."""
+
+    def fit(self, X: np.ndarray, n_bits: int, seed: int) -> LSH:
+        self.mean = X.mean(axis=0, dtype=np.float64)
+        self.W = np.random.default_rng(seed).standard_normal((X.shape[1], n_bits))
+        return self
+
+
+class PCAH(LinearHash):
+    """PCA hashing (Wang, Kumar & Chang, CVPR 2010): sign of the top n_bits principal components."""
+
+    def fit(self, X: np.ndarray, n_bits: int, seed: int) -> PCAH:
+        self.mean, self.W = _pca(X, n_bits)
+        return self
+
+
+class ITQ(LinearHash):
+    """Iterative quantization (Gong & Lazebnik, CVPR 2011): PCA, then the rotation R minimising ||B - V R||_F^2."""
+
+    def __init__(self, n_iter: int = 50):
+        self.n_iter = n_iter
+
+    def fit(self, X: np.ndarray, n_bits: int, seed: int) -> ITQ:
+        self.mean, P = _pca(X, n_bits)
+        V = (X - self.mean) @ P
+        R = _random_rotation(n_bits, np.random.default_rng(seed))
+        self.losses = []
+        for _ in range(self.n_iter):
+            B = np.where(V @ R > 0, 1.0, -1.0)  # best B for fixed R
+            # best R for fixed B (orthogonal Procrustes): max_R tr(R^T V^T B); with V^T B = U S Wt it is R = U Wt
+            U, _, Wt = np.linalg.svd(V.T @ B)
+            R = U @ Wt
+            self.losses.append(float(np.sum((B - V @ R) ** 2)))
+        self.R, self.W = R, P @ R
+        return self
+
+
+class SH:
+    """Spectral hashing (Weiss, Torralba & Fergus, NIPS 2008): thresholded 1-D Laplacian eigenfunctions along PCA axes.
+    Each PCA coordinate is modelled as uniform on its training range [a, b]; there the eigenfunctions are
+    sin(pi/2 + k pi (x - a) / (b - a)) with eigenvalue lambda_k = 1 - exp(-eps^2/2 w^2), w = k pi / (b - a).
+    lambda_k is increasing in w^2 for every eps, so the candidates (dimension, mode k >= 1) are ranked by w^2,
+    stored in `eigenvalues` (the Laplacian eigenvalues, eps -> 0 limit up to scale); the n_bits smallest become bits."""
+
+    def fit(self, X: np.ndarray, n_bits: int, seed: int) -> SH:
+        self.mean, self.W = _pca(X, min(n_bits, *X.shape))
+        V = (X - self.mean) @ self.W
+        self.lo = V.min(axis=0)
+        span = np.maximum(V.max(axis=0) - self.lo, np.finfo(np.float64).eps)  # a constant axis: huge w, never chosen
+        modes = np.arange(1, n_bits + 1)  # one axis alone may have to supply every bit
+        omega2 = (modes[None, :] * np.pi / span[:, None]) ** 2  # (n_pca, n_bits) candidate eigenvalues
+        chosen = np.argsort(omega2, axis=None, kind="stable")[:n_bits]
+        dims, k = np.unravel_index(chosen, omega2.shape)
+        self.modes = np.stack([dims, modes[k]], axis=1)  # (n_bits, 2): (PCA dimension, mode k)
+        self.eigenvalues = omega2[dims, k]
+        self.freq = modes[k] * np.pi / span[dims]
+        return self
+
+    def encode(self, X: np.ndarray) -> np.ndarray:
+        V = (X - self.mean) @ self.W
+        dims = self.modes[:, 0]
+        return (np.sin(np.pi / 2 + self.freq * (V[:, dims] - self.lo[dims])) > 0).astype(np.uint8)
+
+
+CLOSED_FORM = {"lsh": LSH, "pcah": PCAH, "itq": ITQ, "sh": SH}
+
+
+def fit_encode(name: str, X_train: np.ndarray, X_query: np.ndarray, X_db: np.ndarray, n_bits: int,
+               seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Fit closed-form method `name` on the training split; return the (query, database) bits."""
+    model = CLOSED_FORM[name]().fit(X_train, n_bits, seed)
+    return model.encode(X_query), model.encode(X_db)
+
+
+# ----------------------------------------------------------------------------- deep baselines (SPEC section 3)
+# A deep baseline is a module (model.py: the shared MLP hash head, its forward and schedules) plus a loss
+# (losses.py); main.fit_and_encode trains it with the one loop in train.py and encodes with codes(x) > 0.
+
+from functools import partial as _partial
+
+import losses as _losses
+import model as _model
+
+SUPERVISED = {"dsh", "hashnet", "shc"}
+
+DEEP = {
+    # name: (module builder (d_in, hidden, bits, n_classes, seed), loss)
+    "bihalf": (lambda d, h, b, c, s: _model.BiHalf(d, h, b), _partial(_losses.bihalf_loss, gamma=1.0)),
+    "dsh": (lambda d, h, b, c, s: _model.DSH(d, h, b), _partial(_losses.dsh_loss, alpha=0.01)),
+    "hashnet": (lambda d, h, b, c, s: _model.HashNet(d, h, b), _partial(_losses.hashnet_loss)),
+    "shc": (lambda d, h, b, c, s: _model.SHC(d, h, b, c, seed=s), _partial(_losses.shc_loss, quant=0.1)),
+}
+
+
+def build_deep(method: str, d_in: int, bits: int, n_classes: int, args) -> tuple[_model.HashModel, _partial]:
+    """(model, loss_fn) of a deep baseline; the MLP hash head is args.hidden wide, SHC is seeded with args.seed."""
+    if method not in DEEP:
+        raise ValueError(f"unknown deep baseline {method!r}; known: {', '.join(DEEP)}")
+    make, loss_fn = DEEP[method]
+    return make(d_in, args.hidden, bits, n_classes, args.seed), loss_fn
