@@ -89,9 +89,39 @@ def load_config(path: str, parser: Parser) -> dict:
     for key, value in cfg.items():
         if key not in known or key in ("help", "config"):
             raise ArgError(f"--config {path}: unknown key '{key}'")
-        if known[key].nargs == "+" and not isinstance(value, list):
-            cfg[key] = [value]
+        cfg[key] = config_value(path, key, value, known[key])
     return cfg
+
+
+def config_value(path: str, key: str, value, action: argparse.Action):
+    """A YAML value checked and converted as the command line would be (type, choices, one value or a list)."""
+    def bad(why: str) -> ArgError:
+        return ArgError(f"--config {path}: {key}: {why}")
+
+    if action.nargs == 0:  # store_true flags
+        if not isinstance(value, bool):
+            raise bad(f"expected true or false, got {value!r}")
+        return value
+    if value is None:
+        if action.default is not None:
+            raise bad("a value is required")
+        return None
+    values = value if isinstance(value, list) else [value]
+    if action.nargs != "+" and isinstance(value, (list, dict)):
+        raise bad(f"expected one value, got {value!r}")
+    out = []
+    convert = action.type or str
+    for v in values:
+        if isinstance(v, (bool, list, dict)):
+            raise bad(f"invalid value {v!r}")
+        try:
+            v = convert(str(v))  # as if typed on the command line: int("3.5") fails, float("1e-4") works
+        except ValueError:
+            raise bad(f"invalid {convert.__name__} value {v!r}")
+        if action.choices is not None and v not in action.choices:
+            raise bad(f"invalid choice {v!r} (choose from {', '.join(map(str, action.choices))})")
+        out.append(v)
+    return out if action.nargs == "+" else out[0]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -157,10 +187,12 @@ def check_args(args: argparse.Namespace) -> None:
 
 
 def check_log_dir(log_dir: Path) -> None:
-    """The log folder must be creatable and writable before hours of training, not after."""
-    try:
-        log_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ArgError(f"--log_dir {log_dir}: cannot create ({e.strerror})")
-    if not os.access(log_dir, os.W_OK | os.X_OK):
-        raise ArgError(f"--log_dir {log_dir}: not writable")
+    """The log folder must be creatable and writable before hours of training, not after; it is not created here,
+    so a run rejected later (bad data) leaves nothing behind."""
+    existing = log_dir.absolute()
+    while not existing.exists() and not existing.is_symlink():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ArgError(f"--log_dir {log_dir}: cannot create ({existing} is not a directory)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ArgError(f"--log_dir {log_dir}: not writable ({existing})")

@@ -48,8 +48,11 @@ def load_digits_dataset() -> Dataset:
 
 def read_idx(path: Path) -> np.ndarray:
     """Read a gzipped IDX file (the MNIST format: magic 0x0000 08 ndim, big-endian dims, uint8 data)."""
-    with gzip.open(path, "rb") as f:
-        raw = f.read()
+    try:
+        with gzip.open(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as e:  # not gzip, truncated, unreadable
+        raise DataError(f"{path}: cannot read gzipped IDX file ({type(e).__name__}: {e})")
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 8:
         raise DataError(f"{path}: not an unsigned-byte IDX file")
     ndim = raw[3]
@@ -117,8 +120,8 @@ def read_vector(path: Path) -> np.ndarray:
         raise DataError(f"{path}: cannot read .npy file ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'corrupt'})")
     if v.ndim == 2 and v.shape[0] == 1:
         v = v[0]
-    if v.ndim != 1:
-        raise DataError(f"{path}: expected an embedding of shape (d,) or (1, d), got {v.shape}")
+    if v.ndim != 1 or v.size == 0:
+        raise DataError(f"{path}: expected an embedding of shape (d,) or (1, d) with d >= 1, got {v.shape}")
     if not np.issubdtype(v.dtype, np.number):
         raise DataError(f"{path}: expected numbers, got dtype {v.dtype}")
     if not np.all(np.isfinite(v)):
@@ -241,6 +244,8 @@ def make_splits(y: np.ndarray, split: str, folds: int, seed: int,
         raise DataError(f"dataset has {n} items; at least 10 are needed to form train/query/database splits")
     if split == "standard":
         return [standard_split(y, query_per_class, num_train, seed + f) for f in range(folds)]
+    if 2 * folds > n:
+        raise DataError(f"--folds {folds}: {n} items are too few (each fold's held-out part needs a query and a database item)")
     idx = np.arange(n)
     if folds == 1:
         return [ref_split(idx, seed)]

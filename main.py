@@ -26,10 +26,10 @@ from data import DataError, Dataset, Split, load_dataset, make_splits, standardi
 from evaluate import evaluate_codes
 from losses import hagcn_loss
 from model import HAGCN
-from train import TrainingDiverged, atomic_save, encode, train
+from train import CheckpointError, TrainingDiverged, atomic_save, encode, train
 
 REPO = Path(__file__).resolve().parent
-CSV_COLUMNS = ["dataset", "method", "task", "k", "knn", "hash_len", "topk", "map", "precision_at_k",
+CSV_COLUMNS = ["dataset", "method", "task", "k", "knn", "tau", "hash_len", "topk", "map", "precision_at_k",
                "recall_at_k", "precision_r2", "train_seconds", "seed", "fold", "split", "num_epochs",
                "batch_size", "lr", "hash_head", "loss_form", "sim_target", "lambda_", "supervised",
                "metric", "run_id", "finished"]
@@ -83,13 +83,17 @@ def fit_and_encode(method: str, task: str, bits: int, X: np.ndarray, y: np.ndarr
 
 
 def save_codes(path: Path, data: Dataset, split: Split, q_bits: np.ndarray, db_bits: np.ndarray) -> None:
-    """Packed bits (np.packbits along each row) with labels and item names, for reuse by other tools."""
+    """Packed bits (np.packbits along each row) with labels and item names, for reuse by other tools, and the
+    training split's standardisation statistics (as data.standardise computes them) to encode new queries."""
     tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.npz")
+    train_mean, train_std = data.X[split.train].mean(axis=0), data.X[split.train].std(axis=0)
+    train_std[train_std < 1e-8] = 1.0
     np.savez(tmp, query_codes=np.packbits(q_bits, axis=1), db_codes=np.packbits(db_bits, axis=1),
              n_bits=q_bits.shape[1], query_labels=data.y[split.query], db_labels=data.y[split.db],
              query_index=split.query, db_index=split.db,
              query_items=np.asarray([data.items[i] for i in split.query]),
-             db_items=np.asarray([data.items[i] for i in split.db]), classes=np.asarray(data.classes))
+             db_items=np.asarray([data.items[i] for i in split.db]), classes=np.asarray(data.classes),
+             train_mean=train_mean, train_std=train_std)
     os.replace(tmp, path)
 
 
@@ -176,6 +180,7 @@ def run_grid(args) -> list[dict]:
             raise DataError(f"{args.dataset}: {len(data.y)} items are too few for --split {args.split} "
                             f"(train {len(split.train)}, query {len(split.query)}, database {len(split.db)})")
     log_dir = Path(args.log_dir)
+    log_dir.mkdir(parents=True, exist_ok=True)  # only now that the data and splits are known to be good
     results_csv = log_dir / "results.csv"
     done = {r["run_id"]: r for r in read_results(results_csv)}
     env = environment()
@@ -202,7 +207,7 @@ def run_grid(args) -> list[dict]:
                                              relevance=args.metric)
                     save_codes(run_dir / "codes.npz", data, split, q_bits, db_bits)
                     row = {"dataset": data.name, "method": method, "task": task, "k": args.k, "knn": args.knn,
-                           "hash_len": bits, "topk": args.topk, "map": f"{metrics['map']:.6f}",
+                           "tau": args.tau, "hash_len": bits, "topk": args.topk, "map": f"{metrics['map']:.6f}",
                            "precision_at_k": f"{metrics['precision_at_k']:.6f}",
                            "recall_at_k": f"{metrics['recall_at_k']:.6f}",
                            "precision_r2": f"{metrics['precision_r2']:.6f}", "train_seconds": f"{seconds:.2f}",
@@ -225,12 +230,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parse_args(argv)
         rows = run_grid(args)
-    except (ArgError, DataError) as e:
+    except (ArgError, DataError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except TrainingDiverged as e:
         print(f"error: {e}; no result row was written", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("interrupted: finished runs are in results.csv; add --resume to continue from the last checkpoint",
+              file=sys.stderr)
+        return 130
     folds = f", {args.folds} folds" if args.folds > 1 else ""
     title = (f"mAP@{args.topk or 'all'} on {args.dataset} (split {args.split}{folds}, "
              f"{args.num_epochs} epochs, seed {args.seed})")

@@ -3,6 +3,7 @@ per-epoch checkpoints (model, optimiser, schedules, RNG states, epoch) and resum
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -23,18 +24,30 @@ class TrainingDiverged(RuntimeError):
 def atomic_save(obj: object, path: Path) -> None:
     """torch.save to a temporary name in the same folder, then rename: a crash never leaves half a file."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+class CheckpointError(RuntimeError):
+    """--resume found a checkpoint it cannot use: main.py prints one line and exits with status 2."""
 
 
 def load_checkpoint(path: Path, model: HashModel, opt: torch.optim.Optimizer, gen: torch.Generator) -> tuple[int, float]:
     """Restore a checkpoint written by `train`; returns (next epoch, training seconds so far)."""
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    model.load_state_dict(state["model"])
-    opt.load_state_dict(state["optimizer"])
-    gen.set_state(state["batch_rng"])
-    torch.set_rng_state(state["torch_rng"])
-    return state["epoch"] + 1, state["seconds"]
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        gen.set_state(state["batch_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        return state["epoch"] + 1, state["seconds"]
+    except Exception as e:  # unpickling, missing keys and shape mismatches all raise different types
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: cannot resume from this checkpoint ({first}); delete it or run without --resume")
 
 
 def train(model: HashModel, loss_fn: LossFn, X: torch.Tensor, y: torch.Tensor, *, num_epochs: int,
@@ -49,6 +62,7 @@ def train(model: HashModel, loss_fn: LossFn, X: torch.Tensor, y: torch.Tensor, *
     start, seconds = 0, 0.0
     if resume and checkpoint is not None and checkpoint.is_file():
         start, seconds = load_checkpoint(checkpoint, model, opt, gen)
+        print(f"{desc}: resuming from {checkpoint} after epoch {start} of {num_epochs}", file=sys.stderr)
     else:
         model.prepare(X, y)
     model.train()
@@ -67,6 +81,8 @@ def train(model: HashModel, loss_fn: LossFn, X: torch.Tensor, y: torch.Tensor, *
             opt.step()
             total += loss.detach()
         seconds += time.perf_counter() - t0
+        if not all(torch.isfinite(p).all() for p in model.parameters()):
+            raise TrainingDiverged(f"{desc}: parameters became NaN or Inf at epoch {epoch + 1}, step {step + 1}")
         bar.set_postfix(loss=f"{total.item() / (step + 1):.4f}")
         if checkpoint is not None:
             atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,

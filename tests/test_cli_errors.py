@@ -1,0 +1,150 @@
+"""Bad input never ends in a traceback: `python main.py` exits with status 2 and one line on stderr naming the flag
+or the file, and writes nothing (no log folder, no results.csv row, no half-written file). Every case runs the real
+CLI in a subprocess; the subprocesses run side by side (one fixture) to keep the suite short."""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import blob_folder, run_cli, write_folder
+
+TINY = ["--task", "gcn", "--exp_hash_len", "8", "--num_epochs", "1", "--hidden", "16"]
+
+
+def folder(tmp: Path, name: str, **extra) -> Path:
+    """A valid 3-class blob folder, then `extra` files written into it: {relative path: array or bytes}."""
+    root = blob_folder(tmp / name)
+    for rel, content in extra.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            np.save(path, content)
+    return root
+
+
+def truncated_npy(tmp: Path) -> bytes:
+    np.save(tmp / "full.npy", np.ones(8, np.float32))
+    return (tmp / "full.npy").read_bytes()[:-10]
+
+
+def case_argv(tmp: Path, name: str) -> tuple[list[str], list[str], int]:
+    """(argv, substrings the stderr must contain, expected exit status) of one named case; built in `tmp`."""
+    vec = np.ones(8, np.float32)
+    if name == "root_missing":
+        return ["--root_dir", tmp / "nowhere"], ["--root_dir", "nowhere", "no such directory"], 2
+    if name == "root_empty":
+        (tmp / "empty").mkdir()
+        return ["--root_dir", tmp / "empty"], ["--root_dir", "empty", "no class folders"], 2
+    if name == "root_no_class_folders":
+        (tmp / "flat").mkdir()
+        for i in range(12):
+            np.save(tmp / "flat" / f"{i}.npy", vec)
+        return ["--root_dir", tmp / "flat"], ["--root_dir", "flat", "no class folders"], 2
+    if name == "empty_class_folder":
+        root = folder(tmp, "emptycls")
+        (root / "zebra").mkdir()
+        return ["--root_dir", root], ["zebra", "no .npy files"], 2
+    if name == "corrupt_npy":
+        root = folder(tmp, "corrupt", **{"1/bad.npy": b"this is not a numpy file at all"})
+        return ["--root_dir", root], ["bad.npy", "cannot read"], 2
+    if name == "truncated_npy":
+        root = folder(tmp, "trunc", **{"2/cut.npy": truncated_npy(tmp)})
+        return ["--root_dir", root], ["cut.npy", "cannot read"], 2
+    if name == "different_lengths":
+        root = folder(tmp, "lengths", **{"2/long.npy": np.ones(9, np.float32)})
+        return ["--root_dir", root], ["long.npy", "(9,)", "item_0000.npy", "(8,)"], 2
+    if name == "nan_values":
+        root = folder(tmp, "nan", **{"1/nan.npy": np.r_[np.ones(7), np.nan].astype(np.float32)})
+        return ["--root_dir", root], ["nan.npy", "NaN or Inf"], 2
+    if name == "inf_values":
+        root = folder(tmp, "inf", **{"0/inf.npy": np.r_[np.ones(7), -np.inf].astype(np.float32)})
+        return ["--root_dir", root], ["inf.npy", "NaN or Inf"], 2
+    if name == "not_1_by_d":
+        root = folder(tmp, "twod", **{"0/wide.npy": np.ones((2, 4), np.float32)})
+        return ["--root_dir", root], ["wide.npy", "(2, 4)"], 2
+    if name == "num_cls_disagrees":
+        return ["--root_dir", folder(tmp, "numcls"), "--num_cls", "5"], ["--num_cls 5", "3 classes"], 2
+    if name == "too_few_items":
+        root = write_folder(tmp / "few", {"a": [vec] * 3, "b": [vec * 2] * 3})
+        return ["--root_dir", root], ["6 items", "at least 10"], 2
+    if name == "too_few_for_split":
+        root = write_folder(tmp / "few12", {"a": [vec] * 6, "b": [vec * 2] * 6})
+        return ["--root_dir", root, "--split", "standard", "--query_per_class", "6"], ["--query_per_class 6"], 2
+    if name == "folds_exceed_items":
+        return ["--root_dir", folder(tmp, "folds"), "--folds", "100"], ["--folds 100", "too few"], 2
+    if name == "hash_len_0":
+        return ["--exp_hash_len", "0"], ["--exp_hash_len 0"], 2
+    if name == "hash_len_100000":
+        return ["--exp_hash_len", "16", "100000"], ["--exp_hash_len 100000"], 2
+    if name == "batch_size_1":
+        return ["--batch_size", "1"], ["--batch_size 1"], 2
+    if name == "knn_ge_batch":
+        return ["--knn", "8", "--batch_size", "8"], ["--knn 8", "--batch_size 8"], 2
+    if name == "k_0":
+        return ["--k", "0"], ["--k 0"], 2
+    if name == "unknown_task":
+        return ["--task", "gcn", "wavelet"], ["--task wavelet", "unknown"], 2
+    if name == "unknown_method":
+        return ["--method", "hagcn", "magic"], ["--method magic", "unknown"], 2
+    if name == "cuda_without_cuda":
+        return ["--device", "cuda"], ["--device cuda", "CUDA is not available"], 2
+    if name == "config_missing":
+        return ["--config", tmp / "none.yaml"], ["--config", "none.yaml", "cannot read"], 2
+    if name == "config_invalid_yaml":
+        (tmp / "bad.yaml").write_text("task: [gcn\nk: 4: 5\n")
+        return ["--config", tmp / "bad.yaml"], ["--config", "bad.yaml", "not valid YAML"], 2
+    if name == "config_bad_value":
+        (tmp / "val.yaml").write_text("exp_hash_len: [16, sixteen]\n")
+        return ["--config", tmp / "val.yaml"], ["val.yaml", "exp_hash_len", "sixteen"], 2
+    if name == "log_dir_under_file":
+        (tmp / "afile").write_text("x")
+        return ["--log_dir", tmp / "afile" / "logs"], ["--log_dir", "afile", "not a directory"], 2
+    if name == "non_npy_ignored":
+        root = folder(tmp, "mixed", **{"0/notes.txt": b"hello", "1/thumb.png": b"\x89PNG"})
+        return ["--root_dir", root], ["ignored 2 non-.npy"], 0
+    raise KeyError(name)
+
+
+CASES = ["root_missing", "root_empty", "root_no_class_folders", "empty_class_folder", "corrupt_npy", "truncated_npy",
+         "different_lengths", "nan_values", "inf_values", "not_1_by_d", "num_cls_disagrees", "too_few_items",
+         "too_few_for_split", "folds_exceed_items", "hash_len_0", "hash_len_100000", "batch_size_1", "knn_ge_batch",
+         "k_0", "unknown_task", "unknown_method", "cuda_without_cuda", "config_missing", "config_invalid_yaml",
+         "config_bad_value", "log_dir_under_file", "non_npy_ignored"]
+
+
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory) -> dict:
+    """Run every case's CLI once, three at a time: {case: (process, its log dir, expected substrings, status)}."""
+    def one(name: str):
+        tmp = tmp_path_factory.mktemp(name)
+        argv, expect, status = case_argv(tmp, name)
+        log_dir = tmp / "logs"
+        if "--log_dir" not in argv:
+            argv = [*argv, "--log_dir", log_dir]
+        return name, (run_cli([*TINY, *argv]), log_dir, expect, status)
+    names = [c for c in CASES if not (c == "cuda_without_cuda" and torch.cuda.is_available())]
+    with ThreadPoolExecutor(3) as pool:
+        return dict(pool.map(one, names))
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_bad_input_is_one_line_and_status_2(outcomes, name):
+    if name not in outcomes:
+        pytest.skip("CUDA is available on this machine")
+    proc, log_dir, expect, status = outcomes[name]
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert proc.returncode == status, proc.stderr
+    if status == 0:
+        assert "hagcn-gcn" in proc.stdout and all(s in proc.stderr for s in expect), proc.stderr
+        return
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert all(s in lines[0] for s in expect), lines[0]
+    assert proc.stdout == ""
+    assert not log_dir.exists() or not any(p.is_file() for p in log_dir.rglob("*")), list(log_dir.rglob("*"))

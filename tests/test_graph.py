@@ -1,0 +1,238 @@
+"""graph.py: the batch k-NN graph and the five spectral filters, each checked against a small dense reference
+computed another way (numpy matrix polynomials, eigh, scipy's B-splines), plus the degenerate batches that break
+eigendecomposition-based filters (identical items, one or two items, disconnected graphs)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from numpy.polynomial import chebyshev
+from scipy.interpolate import BSpline
+
+from graph import (FILTERS, ChebyFilter, FourierFilter, LanczosFilter, SplineFilter, batch_graph, bspline_basis,
+                   knn_adjacency, lanczos)
+
+
+def random_graph(n: int, knn: int, seed: int = 0, dim: int = 5):
+    gen = torch.Generator().manual_seed(seed)
+    return batch_graph(torch.randn(n, dim, generator=gen, dtype=torch.float64), knn)
+
+
+def identity_w3(module: torch.nn.Module) -> None:
+    """W3 = I, bias 0: the filter's output is then g(Lap) Z itself."""
+    with torch.no_grad():
+        module.w3.weight.copy_(torch.eye(module.w3.weight.shape[0], dtype=module.w3.weight.dtype))
+        module.w3.bias.zero_()
+
+
+# ----------------------------------------------------------------------------- the graph
+
+@pytest.mark.parametrize("knn", [1, 3, 5])
+def test_knn_adjacency_symmetric_no_self_loops_at_least_knn_neighbours(knn):
+    feats = torch.randn(12, 4, generator=torch.Generator().manual_seed(knn))
+    adj = knn_adjacency(feats, knn)
+    assert torch.equal(adj, adj.T) and torch.all(adj.diagonal() == 0)
+    assert set(adj.unique().tolist()) <= {0.0, 1.0}
+    assert torch.all(adj.sum(1) >= knn)
+    # each row's own knn most cosine-similar rows are its neighbours
+    unit = torch.nn.functional.normalize(feats, dim=1)
+    sim = unit @ unit.T
+    sim.fill_diagonal_(-2)
+    for i in range(12):
+        assert torch.all(adj[i, sim[i].topk(knn).indices] == 1)
+
+
+def test_knn_larger_than_batch_is_clipped():
+    adj = knn_adjacency(torch.randn(4, 3), 10)
+    assert torch.equal(adj, torch.ones(4, 4) - torch.eye(4))
+
+
+def test_normalised_adjacency_and_laplacian():
+    g = random_graph(15, 3)
+    a_tilde = knn_adjacency(torch.randn(15, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64), 3)
+    a_tilde = a_tilde + torch.eye(15, dtype=torch.float64)
+    d = a_tilde.sum(1)
+    torch.testing.assert_close(g.a_hat, a_tilde / torch.sqrt(d[:, None] * d[None, :]))
+    assert torch.allclose(g.a_hat, g.a_hat.T) and torch.allclose(g.lap, g.lap.T)
+    torch.testing.assert_close(g.lap, torch.eye(15, dtype=torch.float64) - g.a_hat)
+    lam = torch.linalg.eigvalsh(g.lap)
+    assert lam.min() > -1e-10 and lam.max() < 2
+    lam_s, u = g.spectrum()
+    torch.testing.assert_close(lam_s, lam.clamp(0, 2))
+    assert torch.all(lam_s[1:] >= lam_s[:-1])  # ascending: low frequency first
+    torch.testing.assert_close(u @ torch.diag(lam) @ u.T, g.lap)
+
+
+def test_no_gradient_through_graph_construction_or_eigh():
+    x = torch.randn(10, 6, requires_grad=True)
+    g = batch_graph(x * 2, 3)
+    lam, u = g.spectrum()
+    ritz, r = lanczos(g.lap, 4)
+    for t in (g.a_hat, g.lap, lam, u, ritz, r):
+        assert not t.requires_grad and t.grad_fn is None
+
+
+# ----------------------------------------------------------------------------- spectral helpers
+
+@pytest.mark.parametrize("n_basis", [4, 6, 9])
+def test_bspline_basis_matches_scipy_and_partitions_unity(n_basis):
+    x = torch.linspace(0, 2, 57, dtype=torch.float64)
+    t = np.r_[[0.0] * 3, np.linspace(0, 2, n_basis - 2), [2.0] * 3]  # clamped uniform cubic knots on [0, 2]
+    ref = BSpline.design_matrix(x.numpy(), t, 3).toarray()
+    ours = bspline_basis(x, n_basis).numpy()
+    np.testing.assert_allclose(ours, ref, atol=1e-12)
+    np.testing.assert_allclose(ours.sum(1), 1.0, atol=1e-12)
+    assert ours.min() >= 0
+
+
+def test_bspline_basis_clamps_outside_the_interval():
+    x = torch.tensor([-0.5, 0.0, 2.0, 2.5], dtype=torch.float64)
+    b = bspline_basis(x, 6)
+    torch.testing.assert_close(b[0], b[1])
+    torch.testing.assert_close(b[3], b[2])
+
+
+def test_lanczos_with_n_steps_gives_the_whole_spectrum():
+    g = random_graph(8, 2, seed=1)
+    lam = torch.linalg.eigvalsh(g.lap)
+    assert torch.diff(lam).min() > 1e-6  # distinct eigenvalues: the Krylov space is the whole space
+    ritz, r = lanczos(g.lap, 8)
+    torch.testing.assert_close(ritz, lam, atol=1e-9, rtol=0)
+    torch.testing.assert_close(r.T @ r, torch.eye(8, dtype=torch.float64), atol=1e-9, rtol=0)
+    torch.testing.assert_close(r @ torch.diag(ritz) @ r.T, g.lap, atol=1e-9, rtol=0)
+
+
+def test_lanczos_ritz_values_approach_the_extreme_eigenvalues():
+    g = random_graph(60, 4, seed=2)
+    lam = torch.linalg.eigvalsh(g.lap)
+    errors = []
+    for steps in (2, 4, 8, 16, 32):
+        ritz, r = lanczos(g.lap, steps)
+        assert len(ritz) == steps and r.shape == (60, steps)
+        assert ritz.min() >= lam.min() - 1e-9 and ritz.max() <= lam.max() + 1e-9  # interlacing
+        errors.append([float(ritz.min() - lam.min()), float(lam.max() - ritz.max())])
+    errors = np.array(errors)
+    assert np.all(np.diff(errors, axis=0) <= 1e-9), errors
+    assert errors[-1].max() < 1e-3, errors
+
+
+def test_lanczos_is_deterministic():
+    g = random_graph(20, 3, seed=3)
+    a, b = lanczos(g.lap, 5), lanczos(g.lap, 5)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_lanczos_stops_early_on_an_invariant_subspace(dtype):
+    """Complete graph: Lap = I - J/n has eigenvalues {0, 1}, so the Krylov space has dimension 2 and beta = 0."""
+    n = 7
+    g = batch_graph(torch.randn(n, 3, dtype=dtype), n - 1)
+    ritz, r = lanczos(g.lap, 5)
+    assert torch.isfinite(ritz).all() and torch.isfinite(r).all()
+    assert len(ritz) == 2 and r.shape == (n, 2)
+    torch.testing.assert_close(ritz, torch.tensor([0.0, 1.0], dtype=dtype), atol=1e-5, rtol=0)
+
+
+# ----------------------------------------------------------------------------- the filters against dense references
+
+def test_cheby_recursion_equals_explicit_matrix_polynomials():
+    n, h, order = 6, 3, 4
+    g = random_graph(n, 2, seed=4)
+    module = ChebyFilter(h, order).double()
+    z = torch.randn(n, h, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    out = module(z, g).detach().numpy()
+    l_s = g.lap.numpy() - np.eye(n)
+    w, b = module.w3.weight.detach().numpy(), module.w3.bias.detach().numpy()
+    ref = np.tile(b, (n, 1))
+    for k in range(order + 1):
+        power = chebyshev.cheb2poly(np.eye(order + 1)[k])  # T_k in the monomial basis
+        t_k = sum(c * np.linalg.matrix_power(l_s, j) for j, c in enumerate(power))
+        ref += t_k @ z.numpy() @ w[:, k * h:(k + 1) * h].T
+    np.testing.assert_allclose(out, ref, atol=1e-10)
+
+
+@pytest.mark.parametrize("cls", [FourierFilter, SplineFilter])
+def test_fourier_and_spline_with_all_eigenvectors_and_unit_response_reproduce_the_input(cls):
+    n, h = 9, 4
+    module = cls(h, n).double()
+    identity_w3(module)
+    z = torch.randn(n, h, dtype=torch.float64)
+    torch.testing.assert_close(module(z, random_graph(n, 3)), z)
+
+
+def test_fourier_keeps_the_lowest_frequencies():
+    n, h, order = 10, 3, 4
+    g = random_graph(n, 3, seed=6)
+    module = FourierFilter(h, order).double()
+    identity_w3(module)
+    with torch.no_grad():
+        module.theta.copy_(torch.tensor([1.0, 2.0, 3.0, 4.0]))
+    z = torch.randn(n, h, dtype=torch.float64)
+    lam, u = np.linalg.eigh(g.lap.numpy())
+    assert lam[order] - lam[order - 1] > 1e-6  # the K lowest eigenvectors span a well-defined space
+    ref = u[:, :order] @ np.diag([1.0, 2.0, 3.0, 4.0]) @ u[:, :order].T @ z.numpy()
+    np.testing.assert_allclose(module(z, g).detach().numpy(), ref, atol=1e-10)
+
+
+def test_spline_response_is_the_bspline_of_the_eigenvalues():
+    n, h, order = 10, 3, 5
+    g = random_graph(n, 3, seed=6)
+    module = SplineFilter(h, order).double()
+    identity_w3(module)
+    with torch.no_grad():
+        module.coef.copy_(torch.linspace(2.0, -1.0, module.n_basis))
+    lam, u = np.linalg.eigh(g.lap.numpy())
+    assert lam[order] - lam[order - 1] > 1e-6  # the K lowest eigenvectors span a well-defined space
+    t = np.r_[[0.0] * 3, np.linspace(0, 2, module.n_basis - 2), [2.0] * 3]
+    theta = BSpline(t, module.coef.detach().numpy(), 3)(lam[:order])
+    z = torch.randn(n, h, dtype=torch.float64)
+    ref = u[:, :order] @ np.diag(theta) @ u[:, :order].T @ z.numpy()
+    np.testing.assert_allclose(module(z, g).detach().numpy(), ref, atol=1e-10)
+
+
+def test_lanczos_filter_with_n_steps_and_unit_response_reproduces_the_input():
+    n, h = 8, 3
+    module = LanczosFilter(h, n).double()
+    identity_w3(module)
+    z = torch.randn(n, h, dtype=torch.float64)
+    torch.testing.assert_close(module(z, random_graph(n, 2, seed=1)), z)
+
+
+def test_gcn_filter_is_layernorm_of_a_hat_z_w3():
+    n, h = 7, 5
+    g = random_graph(n, 2)
+    module = FILTERS["gcn"](h, 4).double()
+    z = torch.randn(n, h, dtype=torch.float64)
+    ref = torch.nn.functional.layer_norm(g.a_hat @ module.w3(z), (h,), module.norm.weight, module.norm.bias)
+    torch.testing.assert_close(module(z, g), ref)
+
+
+# ----------------------------------------------------------------------------- degenerate batches
+
+def degenerate_batches() -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    clusters = torch.cat([torch.randn(5, 6, generator=gen) + 20, torch.randn(5, 6, generator=gen) - 20])
+    return {"identical": torch.ones(12, 6), "all_zero": torch.zeros(12, 6), "one_item": torch.randn(1, 6),
+            "two_items": torch.randn(2, 6), "disconnected": clusters}
+
+
+@pytest.mark.parametrize("task", list(FILTERS))
+@pytest.mark.parametrize("batch", list(degenerate_batches()))
+def test_filters_stay_finite_on_degenerate_batches(task, batch):
+    x = degenerate_batches()[batch]
+    g = batch_graph(x, 2)
+    assert torch.isfinite(g.a_hat).all() and torch.isfinite(g.lap).all()
+    module = FILTERS[task](8, 4)
+    z = torch.randn(len(x), 8, requires_grad=True)
+    out = module(z, g)
+    out.square().sum().backward()
+    assert out.shape == (len(x), 8) and torch.isfinite(out).all()
+    assert torch.isfinite(z.grad).all() and all(torch.isfinite(p.grad).all() for p in module.parameters())
+
+
+def test_disconnected_graph_has_one_zero_eigenvalue_per_component():
+    x = degenerate_batches()["disconnected"]
+    g = batch_graph(x, 2)
+    assert torch.equal(g.a_hat[:5, 5:], torch.zeros(5, 5))
+    lam, _ = g.spectrum()
+    assert (lam < 1e-5).sum() == 2

@@ -1,0 +1,233 @@
+"""main.py end to end, as a user runs it (`python main.py ... --log_dir DIR` in a subprocess): the printed table
+(rows = filters, columns = bit lengths), results.csv, the run folders, determinism across processes, skipping
+finished runs, and --resume after a SIGKILL giving the same codes and table as an uninterrupted run."""
+from __future__ import annotations
+
+import csv
+import json
+import re
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import main
+from arguments import parse_args
+from conftest import FAST, blob_folder, popen_cli, run_cli
+
+GRID = ["--task", "gcn", "cheby", "--exp_hash_len", "8", "16", "--seed", "3", *FAST]
+REQUIRED = "dataset,method,task,k,knn,hash_len,topk,map,precision_at_k,train_seconds,seed".split(",")
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def codes_of(log_dir: Path) -> dict[str, dict[str, np.ndarray]]:
+    """{run_id: every array of its codes.npz}."""
+    out = {}
+    for path in sorted(log_dir.glob("runs/*/codes.npz")):
+        with np.load(path) as z:
+            out[path.parent.name] = {k: z[k] for k in z.files}
+    return out
+
+
+def table_of(stdout: str) -> tuple[list[str], dict[str, list[str]]]:
+    """(column headers after 'method labels', {row name: cells}) of the printed mAP table."""
+    lines = [ln for ln in stdout.splitlines() if ln.strip()]
+    head = next(i for i, ln in enumerate(lines) if ln.split()[:2] == ["method", "labels"])
+    rows = {ln.split()[0]: ln.split()[1:] for ln in lines[head + 2:]}
+    return lines[head].split()[2:], rows
+
+
+@pytest.fixture(scope="module")
+def grid_runs(tmp_path_factory):
+    """The same small grid run twice in two processes (logs a and b), then a third time on a's logs."""
+    a, b = tmp_path_factory.mktemp("a"), tmp_path_factory.mktemp("b")
+    first = run_cli([*GRID, "--log_dir", a])
+    second = run_cli([*GRID, "--log_dir", b])
+    rows_before = read_csv(a / "results.csv") if first.returncode == 0 else []
+    again = run_cli([*GRID, "--log_dir", a])
+    return {"a": a, "b": b, "first": first, "second": second, "again": again, "rows_before": rows_before}
+
+
+def test_table_rows_are_filters_columns_are_bits(grid_runs):
+    proc = grid_runs["first"]
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    columns, rows = table_of(proc.stdout)
+    assert columns == ["8", "16"]
+    assert list(rows) == ["hagcn-gcn", "hagcn-cheby"]
+    for cells in rows.values():
+        assert cells[0] == "no" and all(0 <= float(c) <= 1 for c in cells[1:])
+    assert "mAP@200 on digits" in proc.stdout
+
+
+def test_results_csv_has_the_required_columns_one_row_per_run(grid_runs):
+    rows = grid_runs["rows_before"]
+    assert len(rows) == 4
+    assert set(REQUIRED) <= set(rows[0])
+    assert {(r["task"], r["hash_len"]) for r in rows} == {("gcn", "8"), ("gcn", "16"), ("cheby", "8"), ("cheby", "16")}
+    _, table = table_of(grid_runs["first"].stdout)
+    for r in rows:
+        assert r["dataset"] == "digits" and r["method"] == "hagcn" and r["seed"] == "3" and r["k"] == "4"
+        assert r["knn"] == "10" and r["topk"] == "200"
+        for key in ("map", "precision_at_k", "train_seconds"):
+            assert np.isfinite(float(r[key]))
+        assert 0 <= float(r["map"]) <= 1
+        assert table[f"hagcn-{r['task']}"][1 + ["8", "16"].index(r["hash_len"])] == f"{float(r['map']):.4f}"
+
+
+def test_run_folders_hold_checkpoint_codes_and_record(grid_runs):
+    log_dir = grid_runs["a"]
+    rows = {r["run_id"]: r for r in grid_runs["rows_before"]}
+    assert sorted(p.name for p in (log_dir / "runs").iterdir()) == sorted(rows)
+    for run_id, row in rows.items():
+        run_dir = log_dir / "runs" / run_id
+        assert {"checkpoint.pt", "codes.npz", "run.json"} <= {p.name for p in run_dir.iterdir()}
+        assert not list(run_dir.glob(".*tmp*"))
+        state = torch.load(run_dir / "checkpoint.pt", weights_only=False)
+        assert state["epoch"] == 1 and "optimizer" in state and "model" in state
+        record = json.loads((run_dir / "run.json").read_text())
+        assert record["settings"]["seed"] == 3 and record["args"]["seed"] == 3
+        assert record["args"]["exp_hash_len"] == [8, 16] and record["settings"]["hash_len"] == int(row["hash_len"])
+        env = record["environment"]
+        assert env["torch"] == torch.__version__ and env["numpy"] == np.__version__
+        assert {"python", "scipy", "scikit-learn"} <= set(env)
+        assert re.fullmatch(r"[0-9a-f]{40}", env["git_commit"] or "")
+        with np.load(run_dir / "codes.npz") as z:
+            bits = int(z["n_bits"])
+            assert bits == int(row["hash_len"])
+            q = np.unpackbits(z["query_codes"], axis=1)[:, :bits]
+            assert q.shape == (len(z["query_labels"]), bits) and len(z["db_codes"]) == len(z["db_labels"])
+            assert len(z["query_index"]) + len(z["db_index"]) == 360  # 20% of digits' 1,797 items held out
+
+
+def test_same_seed_same_codes_in_two_processes(grid_runs):
+    assert grid_runs["second"].returncode == 0, grid_runs["second"].stderr
+    a, b = codes_of(grid_runs["a"]), codes_of(grid_runs["b"])
+    assert sorted(a) == sorted(b) and len(a) == 4
+    for run_id in a:
+        for key in a[run_id]:
+            assert np.array_equal(a[run_id][key], b[run_id][key]), (run_id, key)
+    assert grid_runs["first"].stdout == grid_runs["second"].stdout
+
+
+def test_rerun_skips_finished_runs(grid_runs):
+    proc = grid_runs["again"]
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("skip ") == 4
+    assert read_csv(grid_runs["a"] / "results.csv") == grid_runs["rows_before"]
+    assert proc.stdout == grid_runs["first"].stdout
+
+
+# ----------------------------------------------------------------------------- crash and resume
+
+RESUME = ["--method", "hagcn", "--task", "gcn", "--exp_hash_len", "8", "16", "--num_epochs", "10", "--hidden", "128",
+          "--batch_size", "32", "--seed", "1"]
+
+
+def checkpoint_epoch(path: Path) -> int:
+    try:
+        return torch.load(path, weights_only=False)["epoch"]
+    except (OSError, RuntimeError, EOFError, KeyError):
+        return -1
+
+
+def test_sigkill_then_resume_gives_the_uninterrupted_codes_and_table(tmp_path):
+    """Kill the grid while its second run (16 bits) trains, after a checkpoint of epoch >= 1; rerun with --resume:
+    the finished 8-bit run is skipped, the 16-bit run continues from its checkpoint, and the codes and the table
+    equal those of an uninterrupted run with the same seed, bit for bit."""
+    full = run_cli([*RESUME, "--log_dir", tmp_path / "full"])
+    assert full.returncode == 0, full.stderr
+
+    cut = tmp_path / "cut"
+    proc = popen_cli([*RESUME, "--log_dir", cut])
+    deadline, pending = time.monotonic() + 240, []
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            done = read_csv(cut / "results.csv") if (cut / "results.csv").is_file() else []
+            if len(done) == 1:
+                pending = [p for p in cut.glob("runs/*/checkpoint.pt") if p.parent.name != done[0]["run_id"]]
+                if pending and checkpoint_epoch(pending[0]) >= 1:
+                    proc.send_signal(signal.SIGKILL)
+                    break
+            time.sleep(0.02)
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be interrupted"
+    assert len(read_csv(cut / "results.csv")) == 1
+    assert 1 <= checkpoint_epoch(pending[0]) < 9
+
+    resumed = run_cli([*RESUME, "--log_dir", cut, "--resume"])
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stderr.count("skip ") == 1
+    assert re.search(r"hagcn-gcn 16 bits fold 0: resuming from .*checkpoint\.pt after epoch [2-9] of 10", resumed.stderr)
+    a, b = codes_of(tmp_path / "full"), codes_of(cut)
+    assert sorted(a) == sorted(b) and len(a) == 2
+    for run_id in a:
+        for key in a[run_id]:
+            assert np.array_equal(a[run_id][key], b[run_id][key]), (run_id, key)
+    assert resumed.stdout == full.stdout
+    drop = lambda rows: [{k: v for k, v in r.items() if k not in ("train_seconds", "finished")} for r in rows]
+    assert drop(read_csv(cut / "results.csv")) == drop(read_csv(tmp_path / "full" / "results.csv"))
+
+
+def test_ctrl_c_is_a_one_line_hint_to_resume(tmp_path):
+    proc = popen_cli([*RESUME[:6], *RESUME[7:], "--log_dir", tmp_path])  # one run: 8 bits
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if any(checkpoint_epoch(p) >= 0 for p in tmp_path.glob("runs/*/checkpoint.pt")):
+                proc.send_signal(signal.SIGINT)
+                break
+            time.sleep(0.02)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "add --resume to continue" in err
+    assert not (tmp_path / "results.csv").exists()
+
+
+# ----------------------------------------------------------------------------- in-process (no subprocess start-up)
+
+def test_folds_report_mean_and_std(tmp_path, capsys):
+    root = blob_folder(tmp_path / "blobs", n_classes=3, per_class=30)
+    argv = ["--root_dir", str(root), "--folds", "3", "--task", "gcn", "--exp_hash_len", "8", "--num_epochs", "1",
+            "--hidden", "16", "--batch_size", "16", "--log_dir", str(tmp_path / "logs")]
+    assert main.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "3 folds" in out and "\u00b1" in out
+    rows = read_csv(tmp_path / "logs" / "results.csv")
+    assert sorted(r["fold"] for r in rows) == ["0", "1", "2"] and {r["dataset"] for r in rows} == {"blobs"}
+
+
+def test_paper_repo_flags_and_config_precedence(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("num_epochs: 7\nbatch_size: 64\ntask: cheby\nexp_hash_len: [16, 32]\nlr: 1e-3\n")
+    args = parse_args(["--config", str(config), "--batch_size", "32", "--k", "3", "--seed", "5", "--device", "cpu",
+                       "--num_cls", "10", "--log_dir", str(tmp_path / "logs")])
+    assert (args.num_epochs, args.batch_size, args.task, args.exp_hash_len) == (7, 32, ["cheby"], [16, 32])
+    assert (args.k, args.seed, args.device, args.num_cls, args.lr) == (3, 5, "cpu", 10, 1e-3)
+    assert args.dataset == "digits" and not (tmp_path / "logs").exists()  # created only when a run starts
+    assert parse_args(["--root_dir", "x", "--log_dir", str(tmp_path)]).dataset == "folder"
+
+
+def test_corrupt_checkpoint_on_resume_is_a_one_line_error(tmp_path, capsys):
+    argv = ["--task", "gcn", "--exp_hash_len", "8", "--num_epochs", "1", "--hidden", "16", "--subsample", "100",
+            "--log_dir", str(tmp_path)]
+    args = parse_args(argv)
+    args.knn = 10
+    run_id = main.run_id_of(main.run_settings(args, "hagcn", "gcn", 8, 0))
+    (tmp_path / "runs" / run_id).mkdir(parents=True)
+    (tmp_path / "runs" / run_id / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    assert main.main([*argv, "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "checkpoint.pt: cannot resume" in err and not (tmp_path / "results.csv").exists()
+    assert main.main(argv) == 0  # without --resume the run starts over and overwrites it

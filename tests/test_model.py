@@ -1,0 +1,90 @@
+"""model.py (HAGCN): inductive codes (an item's code never depends on its batch), the documented alpha schedule,
+the bit rule b = sign(P - tau), and the forward pass of every filter and hash head."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from graph import FILTERS
+from model import HAGCN
+from train import encode
+
+
+def make_model(task: str = "gcn", hash_head: str = "mlp", **kw) -> HAGCN:
+    torch.manual_seed(0)
+    return HAGCN(d_in=12, hidden=16, n_bits=10, task=task, order=3, knn=3, hash_head=hash_head, **kw)
+
+
+@pytest.mark.parametrize("hash_head", ["linear", "mlp"])
+@pytest.mark.parametrize("task", list(FILTERS))
+def test_codes_are_inductive(task, hash_head):
+    """The same items, encoded inside two different batches and with several batch sizes, get the same bits."""
+    model = make_model(task, hash_head)
+    model.train()  # even in training mode, codes use no batch statistics and no graph
+    x = torch.randn(40, 12, generator=torch.Generator().manual_seed(1))
+    other = torch.randn(40, 12, generator=torch.Generator().manual_seed(2))
+    alone = model.codes(x[:5])
+    mixed = model.codes(torch.cat([other[:17], x[:5], other[17:]]))[17:22]
+    assert torch.equal(alone, mixed)
+    one_by_one = torch.cat([model.codes(x[i:i + 1]) for i in range(40)])
+    for batch_size in (1, 3, 7, 40, 4096):
+        assert (encode(model, x, batch_size=batch_size) == one_by_one.numpy()).all()
+
+
+def test_codes_are_the_sign_of_p_minus_tau():
+    for tau in (0.3, 0.5, 0.8):
+        model = make_model(tau=tau)
+        model.set_epoch(3, 10)
+        x = torch.randn(64, 12)
+        probs = model(x)["probs"]
+        assert torch.equal(model.codes(x), probs > tau)
+
+
+def test_alpha_schedule_is_geometric_and_monotone():
+    """Documented in HAGCN's docstring: alpha grows geometrically from `alpha` (first epoch) to `alpha_max` (last)."""
+    assert "alpha grows" in HAGCN.__doc__
+    model = make_model(alpha=0.5, alpha_max=8.0)
+    values = []
+    for epoch in range(9):
+        model.set_epoch(epoch, 9)
+        values.append(float(model.alpha))
+    assert values[0] == pytest.approx(0.5) and values[-1] == pytest.approx(8.0)
+    assert all(b > a for a, b in zip(values, values[1:]))
+    ratios = [b / a for a, b in zip(values, values[1:])]
+    assert max(ratios) == pytest.approx(min(ratios))
+    model.set_epoch(0, 1)  # a single epoch: alpha stays at its start value
+    assert float(model.alpha) == pytest.approx(0.5)
+
+
+def test_alpha_is_saved_with_the_model():
+    model = make_model()
+    model.set_epoch(4, 5)
+    restored = make_model()
+    restored.load_state_dict(model.state_dict())
+    assert float(restored.alpha) == pytest.approx(10.0)
+    assert restored.code_threshold() == model.code_threshold()
+
+
+@pytest.mark.parametrize("graph_source", ["input", "encoder"])
+@pytest.mark.parametrize("task", list(FILTERS))
+def test_forward_shapes_and_ranges(task, graph_source):
+    model = make_model(task, graph_source=graph_source)
+    x = torch.randn(20, 12)
+    out = model(x)
+    assert out["z1"].shape == (20, 16) and out["logits"].shape == (20, 10) and out["recon"].shape == (20, 12)
+    assert torch.all((out["probs"] > 0) & (out["probs"] < 1))
+    assert out["a_hat"].shape == (20, 20) and not out["a_hat"].requires_grad
+
+
+def test_linear_head_is_a_projection_of_the_input():
+    model = make_model(hash_head="linear")
+    x = torch.randn(6, 12)
+    torch.testing.assert_close(model.hash_logits(x), x @ model.head.weight.T + model.head.bias)
+
+
+def test_threshold_is_logit_tau_over_alpha():
+    model = make_model(tau=0.25, alpha=2.0)
+    model.set_epoch(0, 5)
+    assert model.code_threshold() == pytest.approx(math.log(0.25 / 0.75) / 2.0)

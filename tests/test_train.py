@@ -1,0 +1,144 @@
+"""train.py: degenerate data trains without NaN for every filter, divergence stops the run naming epoch, step and
+filter (and main.py exits 1 without a result row), checkpoints are atomic, and resuming from a checkpoint gives the
+same model bit for bit as an uninterrupted run."""
+from __future__ import annotations
+
+from functools import partial
+
+import pytest
+import torch
+
+import main
+import train as train_mod
+from graph import FILTERS
+from losses import hagcn_loss
+from model import HAGCN
+from train import TrainingDiverged, encode, train
+
+LOSS = partial(hagcn_loss, lambda_=1.0)
+
+
+def model_for(task: str, d_in: int = 6, seed: int = 0) -> HAGCN:
+    torch.manual_seed(seed)
+    return HAGCN(d_in, 16, 8, task, 3, 2)
+
+
+def degenerate_sets() -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    gen = torch.Generator().manual_seed(0)
+    far = torch.cat([torch.randn(8, 6, generator=gen) + 30, torch.randn(9, 6, generator=gen) - 30])
+    return {
+        "identical": (torch.ones(20, 6), torch.zeros(20, dtype=torch.long)),
+        "last_batch_of_one": (torch.randn(17, 6, generator=gen), torch.arange(17) % 3),
+        "two_items": (torch.randn(2, 6, generator=gen), torch.tensor([0, 1])),
+        "class_with_one_item": (torch.randn(12, 6, generator=gen), torch.tensor([0] * 11 + [1])),
+        "disconnected": (far, torch.tensor([0] * 8 + [1] * 9)),
+    }
+
+
+@pytest.mark.parametrize("name", list(degenerate_sets()))
+@pytest.mark.parametrize("task", list(FILTERS))
+def test_degenerate_data_trains_without_nan(task, name):
+    X, y = degenerate_sets()[name]
+    model = model_for(task)
+    train(model, LOSS, X, y, num_epochs=2, batch_size=8, lr=1e-3, seed=0, desc=task)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert encode(model, X).shape == (len(X), 8)
+
+
+def nan_at_step(step: int):
+    """A loss that is the real one until the `step`-th call (1-based), then NaN."""
+    calls = {"n": 0}
+
+    def loss_fn(out, x, y):
+        calls["n"] += 1
+        loss = LOSS(out, x, y)
+        return loss * float("nan") if calls["n"] == step else loss
+    return loss_fn
+
+
+def test_nan_loss_stops_naming_epoch_step_and_filter(tmp_path):
+    X, y = torch.randn(40, 6), torch.zeros(40, dtype=torch.long)
+    with pytest.raises(TrainingDiverged, match=r"hagcn-cheby 8 bits.*nan at epoch 2, step 1"):
+        train(model_for("cheby"), nan_at_step(6), X, y, num_epochs=3, batch_size=8, lr=1e-3, seed=0,
+              desc="hagcn-cheby 8 bits fold 0", checkpoint=tmp_path / "checkpoint.pt")
+    # the last good epoch's checkpoint is intact (epoch index 0) and nothing half-written is left
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=False)["epoch"] == 0
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
+
+
+def test_parameters_turning_nan_on_the_last_step_are_caught():
+    X, y = torch.randn(16, 6), torch.zeros(16, dtype=torch.long)
+    model = model_for("gcn")
+
+    def poison(out, x, y):  # finite loss whose gradient is NaN (0 * d sqrt(z)/dz at z = 0): the step poisons the model
+        return LOSS(out, x, y) + 0 * torch.sqrt(0 * out["probs"].sum())
+    with pytest.raises(TrainingDiverged, match="hagcn-gcn: parameters became NaN or Inf at epoch 1, step 1"):
+        train(model, poison, X, y, num_epochs=2, batch_size=16, lr=1e-3, seed=0, desc="hagcn-gcn")
+
+
+@pytest.mark.parametrize("lr", ["nan_at_step_3", "1e30"])
+def test_main_exits_1_on_divergence_without_a_result_row(tmp_path, monkeypatch, capsys, lr):
+    argv = ["--task", "gcn", "--exp_hash_len", "8", "--num_epochs", "2", "--hidden", "32", "--subsample", "300",
+            "--batch_size", "32", "--log_dir", str(tmp_path)]
+    if lr == "1e30":
+        argv += ["--lr", "1e30"]
+    else:
+        calls = {"n": 0}
+
+        def loss(out, x, y, **kw):
+            calls["n"] += 1
+            value = hagcn_loss(out, x, y, **kw)
+            return value * float("nan") if calls["n"] == 3 else value
+        monkeypatch.setattr(main, "hagcn_loss", loss)
+    assert main.main(argv) == 1
+    err = capsys.readouterr().err
+    assert "error: hagcn-gcn 8 bits fold 0" in err and "epoch 1, step" in err and "no result row" in err
+    if lr != "1e30":
+        assert "epoch 1, step 3" in err
+    assert not (tmp_path / "results.csv").exists()
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "checkpoint.pt"
+    train_mod.atomic_save({"epoch": 1}, path)
+
+    def torn_save(obj, f):
+        with open(f, "wb") as out:
+            out.write(b"half a checkpo")
+        raise OSError("disk full")
+    monkeypatch.setattr(torch, "save", torn_save)
+    with pytest.raises(OSError):
+        train_mod.atomic_save({"epoch": 2}, path)
+    monkeypatch.undo()
+    assert torch.load(path, weights_only=False) == {"epoch": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # the torn temporary file is removed
+
+
+class Interrupt(Exception):
+    pass
+
+
+@pytest.mark.parametrize("task", ["spline", "lanczos"])
+def test_resume_equals_an_uninterrupted_run_bit_for_bit(tmp_path, task):
+    X, y = torch.randn(50, 6, generator=torch.Generator().manual_seed(3)), torch.zeros(50, dtype=torch.long)
+    kw = dict(num_epochs=5, batch_size=16, lr=1e-2, seed=7, desc=task)
+    full = model_for(task)
+    train(full, LOSS, X, y, checkpoint=tmp_path / "full.pt", **kw)
+
+    calls = {"n": 0}
+
+    def crash_in_epoch_3(out, x, y):
+        calls["n"] += 1
+        if calls["n"] == 2 * 4 + 2:  # 4 batches per epoch: second step of the third epoch
+            raise Interrupt
+        return LOSS(out, x, y)
+    with pytest.raises(Interrupt):
+        train(model_for(task), crash_in_epoch_3, X, y, checkpoint=tmp_path / "cut.pt", **kw)
+    assert torch.load(tmp_path / "cut.pt", weights_only=False)["epoch"] == 1
+    torch.manual_seed(123)  # a new process: the global RNG is wherever it is
+    resumed = model_for(task, seed=99)
+    train(resumed, LOSS, X, y, checkpoint=tmp_path / "cut.pt", resume=True, **kw)
+    for (name, a), (_, b) in zip(full.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(a, b), name
+    assert (encode(full, X) == encode(resumed, X)).all()
+    assert torch.load(tmp_path / "cut.pt", weights_only=False)["epoch"] == 4
