@@ -1,0 +1,185 @@
+"""Nearest database items of a query under a trained run's hash codes.
+
+    python search.py --checkpoint logs/runs/<run_id>/checkpoint.pt --query item.npy [--topk 10]
+    python search.py --checkpoint logs/runs/<run_id>/checkpoint.pt --query_index 17
+
+The run folder holds what is needed: run.json (the settings and arguments that rebuild the model),
+checkpoint.pt (the trained weights, or a closed-form baseline's fitted state) and codes.npz (the database
+codes, item names, labels and the training split's standardisation statistics). `--query FILE.npy` is a raw
+embedding of shape (d,) or (1, d), as in the per-class folders: it is standardised with the training statistics
+and encoded by the model, item by item as in training. `--query_index I` takes item I of the run's query split
+and its saved code. The database is ranked by Hamming distance, ties going to the lower database index (as in
+evaluate.py). checkpoint.pt is a pickle: only search runs you trust.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import pickle
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from arguments import ArgError, Parser
+from data import DataError, read_vector
+
+
+class SearchError(ValueError):
+    """Bad input: printed as one line on stderr, exit status 2."""
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = Parser(description="Print the nearest database items of a query under a trained run's hash codes.")
+    p.add_argument("--checkpoint", required=True, help="logs/runs/<run_id>/checkpoint.pt (or the run folder)")
+    q = p.add_mutually_exclusive_group(required=True)
+    q.add_argument("--query", help="a raw embedding .npy of shape (d,) or (1, d)")
+    q.add_argument("--query_index", type=int, help="item I of the run's query split (uses its saved code)")
+    p.add_argument("--topk", type=int, default=10, help="number of database items to print")
+    args = p.parse_args(argv)
+    if args.topk < 1:
+        raise ArgError(f"--topk {args.topk}: must be at least 1")
+    return args
+
+
+# ----------------------------------------------------------------------------- the run
+
+class Run:
+    """A finished run: its settings, arguments and saved codes."""
+
+    def __init__(self, checkpoint: str | Path):
+        path = Path(checkpoint)
+        if path.is_dir():
+            path = path / "checkpoint.pt"
+        self.checkpoint, self.dir = path, path.parent
+        if not path.is_file():
+            raise SearchError(f"--checkpoint {checkpoint}: no such file")
+        try:
+            record = json.loads((self.dir / "run.json").read_text())
+            self.settings, self.args = record["settings"], record["args"]
+        except OSError:
+            raise SearchError(f"{self.dir / 'run.json'}: missing (is {self.dir} a finished run of main.py?)")
+        except (ValueError, KeyError, TypeError):
+            raise SearchError(f"{self.dir / 'run.json'}: not a run record of main.py")
+        try:
+            with np.load(self.dir / "codes.npz", allow_pickle=False) as z:
+                self.codes = {key: z[key] for key in z.files}
+        except OSError:
+            raise SearchError(f"{self.dir / 'codes.npz'}: missing (is {self.dir} a finished run of main.py?)")
+        except (ValueError, EOFError) as e:
+            raise SearchError(f"{self.dir / 'codes.npz'}: unreadable ({e})")
+        needed = {"db_codes", "n_bits", "db_labels", "db_items", "classes", "query_codes", "query_labels",
+                  "query_items"}
+        missing = sorted(needed - set(self.codes))
+        if missing:
+            raise SearchError(f"{self.dir / 'codes.npz'}: lacks {', '.join(missing)}")
+        self.n_bits = int(self.codes["n_bits"])
+        self.method, self.task = self.settings["method"], self.settings.get("task", "-")
+        self.classes = [str(c) for c in self.codes["classes"]]
+
+    @property
+    def name(self) -> str:
+        what = f"hagcn-{self.task}" if self.method == "hagcn" else self.method
+        return f"run {self.dir.name} ({what}, {self.n_bits} bits, {self.settings.get('dataset')})"
+
+    def class_name(self, label: int) -> str:
+        return self.classes[label] if 0 <= label < len(self.classes) else str(label)
+
+    def standardise(self, v: np.ndarray) -> np.ndarray:
+        """One raw embedding, standardised as data.standardise did the run's data (same float32 operations)."""
+        if "train_mean" not in self.codes or "train_std" not in self.codes:
+            raise SearchError(f"{self.dir / 'codes.npz'}: no standardisation statistics (the run predates them); "
+                              f"use --query_index, or re-run it with main.py --force")
+        mean, std = self.codes["train_mean"], self.codes["train_std"]
+        if v.shape != mean.shape:
+            raise SearchError(f"--query: embedding of dimension {v.shape[0]}, but the run was trained on "
+                              f"dimension {mean.shape[0]}")
+        return np.ascontiguousarray((v.astype(np.float32) - mean) / std, dtype=np.float32)
+
+    def encode(self, x: np.ndarray) -> np.ndarray:
+        """(1, n_bits) {0,1} uint8 code of one standardised embedding, by the trained model."""
+        import torch
+        try:
+            state = torch.load(self.checkpoint, map_location="cpu", weights_only=False)
+        except (pickle.UnpicklingError, EOFError, RuntimeError, ValueError, AttributeError) as e:
+            raise SearchError(f"{self.checkpoint}: not a readable checkpoint ({type(e).__name__})")
+        if not isinstance(state, dict):
+            raise SearchError(f"{self.checkpoint}: not a checkpoint of main.py")
+        if "state" in state:  # closed-form baseline: its fitted attributes
+            import baselines
+            if self.method not in baselines.CLOSED_FORM:
+                raise SearchError(f"{self.checkpoint}: closed-form state for unknown method {self.method!r}")
+            coder = baselines.CLOSED_FORM[self.method]()
+            coder.__dict__.update(state["state"])
+            bits = coder.encode(x[None])
+        elif "model" in state:
+            import main
+            from train import encode
+            args = argparse.Namespace(**self.args)
+            if self.method == "hagcn":
+                model, _ = main.build_hagcn(self.task, self.n_bits, x.shape[0], args)
+            else:
+                import baselines
+                model, _ = baselines.build_deep(self.method, x.shape[0], self.n_bits, len(self.classes), args)
+            try:
+                model.load_state_dict(state["model"])
+            except RuntimeError as e:
+                raise SearchError(f"{self.checkpoint}: weights do not fit the model of run.json "
+                                  f"({str(e).splitlines()[0]})")
+            bits = encode(model, torch.from_numpy(x[None]))
+        else:
+            raise SearchError(f"{self.checkpoint}: not a checkpoint of main.py (no 'model' or 'state')")
+        bits = np.asarray(bits, dtype=np.uint8)
+        if bits.shape != (1, self.n_bits):
+            raise SearchError(f"{self.checkpoint}: the model gives {bits.shape[1]}-bit codes, codes.npz has "
+                              f"{self.n_bits}")
+        return bits
+
+
+def search(run: Run, query_bits: np.ndarray, topk: int) -> tuple[np.ndarray, np.ndarray]:
+    """(database positions, Hamming distances) of the topk nearest items, by (distance, index)."""
+    from evaluate import from_packbits, hamming_topk
+    db = from_packbits(run.codes["db_codes"], run.n_bits)
+    k = min(topk, len(run.codes["db_labels"]))
+    indices, distances = hamming_topk(query_bits, db, k)
+    return indices[0], distances[0]
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = parse(argv)
+        run = Run(args.checkpoint)
+        if args.query_index is not None:
+            n_query = len(run.codes["query_labels"])
+            if not 0 <= args.query_index < n_query:
+                raise SearchError(f"--query_index {args.query_index}: the run's query split has items 0..{n_query - 1}")
+            query_bits = np.unpackbits(run.codes["query_codes"][args.query_index:args.query_index + 1],
+                                       axis=1)[:, :run.n_bits]
+            label = int(run.codes["query_labels"][args.query_index])
+            about = (f"query item {args.query_index}: {run.codes['query_items'][args.query_index]} "
+                     f"(label {run.class_name(label)})")
+        else:
+            query_bits = run.encode(run.standardise(read_vector(Path(args.query))))
+            label, about = None, f"query {args.query}"
+        indices, distances = search(run, query_bits, args.topk)
+    except (ArgError, SearchError, DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
+        return 2
+    code = "".join(map(str, query_bits[0]))
+    print(f"{run.name}\n{about}, code {code}")
+    items, labels = run.codes["db_items"], run.codes["db_labels"]
+    width = max(len("item"), *(len(str(items[i])) for i in indices))
+    names = [run.class_name(int(labels[i])) for i in indices]
+    lw = max(len("label"), *map(len, names))
+    print(f"{'rank':>4}  {'item':<{width}}  {'label':<{lw}}  distance")
+    for rank, (i, d, name) in enumerate(zip(indices, distances, names), 1):
+        mark = "" if label is None else ("  same class" if int(labels[i]) == label else "")
+        print(f"{rank:>4}  {str(items[i]):<{width}}  {name:<{lw}}  {int(d):>8}{mark}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""plots.py on real runs: main.py trains tiny HAGCN (gcn, cheby) and LSH runs on digits that vary the code length,
+the filter order K, top-k, tau and the seed; every figure is drawn from the resulting logs and read back (lines,
+points, values), and the CLI writes non-empty PNGs."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import run_cli
+
+import main  # noqa: E402
+import plots  # noqa: E402
+
+BASE = ["--hidden", "32", "--num_epochs", "2", "--batch_size", "128", "--k", "2", "--topk", "50", "--tau", "0.5"]
+
+
+@pytest.fixture(scope="module")
+def logs(tmp_path_factory) -> Path:
+    log_dir = tmp_path_factory.mktemp("plots") / "logs"
+    grid = ["--method", "hagcn", "lsh", "--task", "gcn", "cheby", "--exp_hash_len", "8", "16"]
+    proc = run_cli([*BASE, *grid, "--log_dir", log_dir])  # the CLI as users run it
+    assert proc.returncode == 0, proc.stderr
+    # the variations, in-process (same code path, no second interpreter start)
+    for extra in (["--task", "cheby", "--exp_hash_len", "8", "16", "--k", "3"],                 # fig-k
+                  ["--method", "hagcn", "lsh", "--task", "gcn", "cheby", "--exp_hash_len", "16",
+                   "--topk", "100"],                                                             # fig-topk
+                  ["--task", "gcn", "cheby", "--exp_hash_len", "16", "--tau", "0.4"],            # fig-tau
+                  ["--task", "cheby", "--exp_hash_len", "16", "--seed", "1"]):                   # averaging
+        assert main.main([*BASE, *extra, "--log_dir", str(log_dir)]) == 0
+    return log_dir
+
+
+@pytest.fixture(scope="module")
+def rows(logs) -> list[dict]:
+    return plots.load_rows(logs)
+
+
+def lines_of(fig) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    ax = fig.axes[0]
+    return {ln.get_label(): (np.asarray(ln.get_xdata(), float), np.asarray(ln.get_ydata(), float))
+            for ln in ax.get_lines() if not ln.get_label().startswith("_")}
+
+
+def csv_map(rows, **match) -> list[float]:
+    return [float(r["map"]) for r in rows if all(r.get(k) == v for k, v in match.items())]
+
+
+def test_rows_carry_tau_and_settings(rows):
+    assert len(rows) == 6 + 2 + 3 + 2 + 1
+    assert {r["tau"] for r in rows} == {0.4, 0.5}
+    assert {r["k"] for r in rows} == {2, 3}
+    assert all(isinstance(r["run_id"], str) and r["hidden"] == 32 for r in rows)  # hidden comes from run.json
+
+
+def test_map_vs_bits(rows):
+    fig = plots.fig_map_vs_bits(rows, "digits")
+    got = lines_of(fig)
+    assert set(got) == {"HAGCN gcn", "HAGCN cheby", "LSH"}
+    for x, y in got.values():
+        assert list(x) == [8, 16] and np.all((0 <= y) & (y <= 1))
+    # gcn: exactly the CSV value; cheby at 16 bits: the mean of seeds 0 and 1 (K=2, tau 0.5, mAP@50)
+    assert got["HAGCN gcn"][1][0] == pytest.approx(csv_map(rows, line="hagcn-gcn", hash_len=8, topk=50)[0])
+    cheby16 = csv_map(rows, line="hagcn-cheby", hash_len=16, topk=50, k=2, tau=0.5)
+    assert len(cheby16) == 2
+    assert got["HAGCN cheby"][1][1] == pytest.approx(np.mean(cheby16))
+    assert "mAP@50" in fig.axes[0].get_ylabel()
+
+
+def test_map_vs_k(rows):
+    got = lines_of(plots.fig_map_vs_k(rows, "digits"))
+    assert set(got) == {"HAGCN cheby"}  # gcn has no order K
+    assert list(got["HAGCN cheby"][0]) == [2, 3]
+
+
+def test_map_vs_topk(rows):
+    got = lines_of(plots.fig_map_vs_topk(rows, "digits"))
+    assert set(got) == {"HAGCN gcn", "HAGCN cheby", "LSH"}
+    assert all(list(x) == [50, 100] for x, _ in got.values())
+    assert got["LSH"][1][1] == pytest.approx(csv_map(rows, method="lsh", hash_len=16, topk=100)[0])
+
+
+def test_map_vs_tau(rows):
+    got = lines_of(plots.fig_map_vs_tau(rows, "digits"))
+    assert set(got) == {"HAGCN gcn", "HAGCN cheby"}
+    assert all(list(x) == [0.4, 0.5] for x, _ in got.values())
+
+
+def test_pr_curves(rows, logs):
+    fig = plots.fig_pr(rows, logs, "digits")
+    got = lines_of(fig)
+    assert set(got) == {"HAGCN gcn", "HAGCN cheby", "LSH"}
+    for recall, precision in got.values():
+        assert len(recall) == 16 + 1  # Hamming radius 0..16 (both lengths tie on methods: 16 is closer to 32)
+        assert recall[-1] == pytest.approx(1.0) and np.all(np.diff(recall) >= -1e-12)
+    assert len(lines_of(plots.fig_pr(rows, logs, "digits", bits=8))["LSH"][0]) == 9
+
+
+def test_tsne(rows, logs):
+    fig = plots.fig_tsne(logs, rows=rows, dataset="digits", bits=16, n=100)
+    ax = fig.axes[0]
+    points = sum(len(c.get_offsets()) for c in ax.collections)
+    assert points == 100
+    assert 2 <= len(ax.collections) <= 10  # one scatter per class present in the sample
+    assert getattr(fig, "run_id") in {r["run_id"] for r in rows if r["method"] == "hagcn" and r["hash_len"] == 16}
+
+
+def test_skip_without_variation(rows):
+    with pytest.raises(plots.Skip, match="single filter order K"):
+        plots.fig_map_vs_k([r for r in rows if r["k"] == 2], "digits")
+    with pytest.raises(plots.Skip, match="no runs of dataset"):
+        plots.fig_map_vs_bits(rows, "fashion_mnist")
+
+
+def test_cli_writes_pngs(logs, tmp_path, capsys):
+    out = tmp_path / "images"
+    assert plots.main(["--log_dir", str(logs), "--out", str(out), "--tsne_n", "80"]) == 0
+    names = sorted(p.name for p in out.glob("*.png"))
+    assert names == sorted(f"digits_{s}.png" for s in
+                           ["map_vs_bits", "map_vs_k", "map_vs_topk", "map_vs_tau", "pr_16bits", "tsne"])
+    for p in out.glob("*.png"):
+        data = p.read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+
+def test_cli_bad_input(tmp_path, capsys):
+    assert plots.main(["--log_dir", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "results.csv" in err[0]

@@ -1,0 +1,134 @@
+"""search.py on real runs of main.py over a per-class .npy folder (a copy of data/digits_sample): a database item's
+own .npy file, encoded afresh from the raw vector with the saved training statistics, finds itself first at
+Hamming distance 0 (HAGCN and a closed-form baseline); --query_index ranks the database exactly as a brute-force
+Hamming ranking of the saved codes does; bad input is one line on stderr and exit status 2."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import REPO, cli_env, run_cli
+
+import search  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict:
+    tmp = tmp_path_factory.mktemp("search")
+    root = tmp / "digits_sample"
+    shutil.copytree(REPO / "data" / "digits_sample", root)
+    log_dir = tmp / "logs"
+    proc = run_cli(["--root_dir", root, "--method", "hagcn", "itq", "--task", "cheby", "--exp_hash_len", "32",
+                    "--hidden", "32", "--num_epochs", "2", "--log_dir", log_dir])
+    assert proc.returncode == 0, proc.stderr
+    run_dirs = {}
+    for d in (log_dir / "runs").iterdir():
+        method = __import__("json").loads((d / "run.json").read_text())["settings"]["method"]
+        run_dirs[method] = d
+    assert set(run_dirs) == {"hagcn", "itq"}
+    return {"root": root, **run_dirs}
+
+
+def search_cli(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "search.py"), *map(str, args)], cwd=REPO, env=cli_env(),
+                          capture_output=True, text=True, timeout=120)
+
+
+def table(stdout: str) -> list[tuple[int, str, str, int]]:
+    """(rank, item, label, distance) rows of the printed result."""
+    lines = stdout.splitlines()
+    start = next(i for i, ln in enumerate(lines) if ln.split()[:2] == ["rank", "item"]) + 1
+    return [(int(p[0]), p[1], p[2], int(p[3])) for p in (ln.split() for ln in lines[start:])]
+
+
+def saved(run_dir: Path) -> dict:
+    with np.load(run_dir / "codes.npz") as z:
+        return {k: z[k] for k in z.files}
+
+
+def first_of_its_code(codes: dict) -> int:
+    """The highest database position whose code no lower position shares: the tie rule (lower index first)
+    ranks it first among the items at distance 0 from its own code."""
+    bits = np.unpackbits(codes["db_codes"], axis=1)
+    _, first = np.unique(bits, axis=0, return_index=True)
+    return int(first.max())
+
+
+@pytest.mark.parametrize("method", ["hagcn", "itq"])
+def test_database_item_finds_itself(runs, method):
+    run_dir, codes = runs[method], saved(runs[method])
+    i = first_of_its_code(codes)
+    item = str(codes["db_items"][i])
+    query = runs["root"] / item  # the raw embedding file of that database item, as a user would pass it
+    if method == "hagcn":
+        proc = search_cli("--checkpoint", run_dir / "checkpoint.pt", "--query", query, "--topk", 5)
+        assert proc.returncode == 0, proc.stderr
+        out = proc.stdout
+    else:  # in-process: the same main(), without a second interpreter start
+        import io
+        from contextlib import redirect_stdout
+        buf = io.StringIO()
+        with redirect_stdout(buf):
+            assert search.main(["--checkpoint", str(run_dir / "checkpoint.pt"), "--query", str(query)]) == 0
+        out = buf.getvalue()
+    rows = table(out)
+    assert rows[0][:2] == (1, item) and rows[0][3] == 0
+    assert rows[0][2] == str(codes["classes"][codes["db_labels"][i]])
+    assert len(rows) == (5 if method == "hagcn" else 10)
+    # the fresh code is the saved one, bit for bit
+    fresh = next(ln for ln in out.splitlines() if "code " in ln).rsplit("code ", 1)[1]
+    assert fresh == "".join(map(str, np.unpackbits(codes["db_codes"][i])[:int(codes["n_bits"])]))
+
+
+def test_query_index_matches_brute_force(runs):
+    run_dir, codes = runs["hagcn"], saved(runs["hagcn"])
+    q = 3
+    proc = search_cli("--checkpoint", run_dir, "--query_index", q, "--topk", 1000)  # more than the database
+    assert proc.returncode == 0, proc.stderr
+    assert str(codes["query_items"][q]) in proc.stdout
+    rows = table(proc.stdout)
+    n_bits = int(codes["n_bits"])
+    qb = np.unpackbits(codes["query_codes"][q])[:n_bits]
+    db = np.unpackbits(codes["db_codes"], axis=1)[:, :n_bits]
+    dist = (db != qb).sum(1)
+    order = np.lexsort((np.arange(len(dist)), dist))  # by distance, ties to the lower index
+    assert [r[1] for r in rows] == [str(codes["db_items"][j]) for j in order]
+    assert [r[3] for r in rows] == list(dist[order])
+    assert [r[0] for r in rows] == list(range(1, len(dist) + 1))
+
+
+def run_main(argv, capsys) -> tuple[int, list[str]]:
+    rc = search.main([str(a) for a in argv])
+    return rc, capsys.readouterr().err.strip().splitlines()
+
+
+def test_bad_input(runs, tmp_path, capsys):
+    ckpt = runs["hagcn"] / "checkpoint.pt"
+    np.save(tmp_path / "short.npy", np.zeros(10, np.float32))
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    bad_run = tmp_path / "bad_run"
+    bad_run.mkdir()
+    for name in ("run.json", "codes.npz"):
+        shutil.copy(runs["hagcn"] / name, bad_run / name)
+    (bad_run / "checkpoint.pt").write_bytes(b"garbage")
+    item = runs["root"] / str(saved(runs["hagcn"])["db_items"][0])
+    cases = [
+        (["--checkpoint", ckpt, "--query", tmp_path / "missing.npy"], "missing.npy"),
+        (["--checkpoint", bad_run / "checkpoint.pt", "--query", item], "not a readable checkpoint"),
+        (["--checkpoint", ckpt, "--query", tmp_path / "short.npy"], "dimension 10"),
+        (["--checkpoint", ckpt, "--query_index", 10_000], "--query_index 10000"),
+        (["--checkpoint", ckpt, "--query_index", -1], "--query_index -1"),
+        (["--checkpoint", tmp_path / "nowhere.pt", "--query_index", 0], "no such file"),
+        (["--checkpoint", tmp_path / "junk.pt", "--query_index", 0], "run.json"),
+        (["--checkpoint", ckpt, "--query_index", 0, "--topk", 0], "--topk 0"),
+        (["--checkpoint", ckpt], "required"),
+        (["--checkpoint", ckpt, "--query_index", 0, "--query", tmp_path / "short.npy"], "not allowed"),
+    ]
+    for argv, needle in cases:
+        rc, err = run_main(argv, capsys)
+        assert rc == 2 and len(err) == 1 and needle in err[0], (argv, err)
