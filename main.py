@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -36,6 +37,7 @@ CSV_COLUMNS = ["dataset", "method", "task", "k", "knn", "tau", "hash_len", "topk
 RUN_KEYS = ["dataset", "root_dir", "subsample", "split", "folds", "query_per_class", "num_train", "k", "knn",
             "hidden", "hash_head", "graph_source", "alpha", "alpha_max", "tau", "loss_form", "sim_target",
             "lambda_", "num_epochs", "batch_size", "lr", "seed", "topk", "metric"]
+EVAL_KEYS = {"topk", "metric"}  # change only the evaluation: a run differing in these reuses the trained codes
 
 
 # ----------------------------------------------------------------------------- one run
@@ -49,6 +51,41 @@ def run_settings(args, method: str, task: str, bits: int, fold: int) -> dict:
 
 def run_id_of(settings: dict) -> str:
     return hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def train_id_of(settings: dict) -> str:
+    """Hash of the settings that determine the codes (everything but the evaluation's)."""
+    return run_id_of({k: v for k, v in settings.items() if k not in EVAL_KEYS})
+
+
+def trained_runs(done: dict[str, dict], log_dir: Path) -> dict[str, Path]:
+    """{train_id: folder} of the finished runs in results.csv (codes.npz is written last, so it marks one)."""
+    found = {}
+    for row in done.values():
+        folder = log_dir / "runs" / row["run_id"]
+        try:
+            settings = json.loads((folder / "run.json").read_text())["settings"]
+        except (OSError, ValueError, KeyError):
+            continue
+        if (folder / "codes.npz").is_file():
+            found[train_id_of(settings)] = folder
+    return found
+
+
+def reuse_trained(source: Path, run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Codes of an earlier run with the same training settings; its checkpoint is linked (or copied) into run_dir
+    so that every run folder is complete on its own."""
+    with np.load(source / "codes.npz", allow_pickle=False) as z:
+        n_bits = int(z["n_bits"])
+        q_bits = np.unpackbits(z["query_codes"], axis=1, count=n_bits)
+        db_bits = np.unpackbits(z["db_codes"], axis=1, count=n_bits)
+    target = run_dir / "checkpoint.pt"
+    target.unlink(missing_ok=True)
+    try:
+        os.link(source / "checkpoint.pt", target)
+    except OSError:
+        shutil.copyfile(source / "checkpoint.pt", target)
+    return q_bits, db_bits
 
 
 def build_hagcn(task: str, bits: int, d_in: int, args) -> tuple[HAGCN, partial]:
@@ -183,6 +220,7 @@ def run_grid(args) -> list[dict]:
     log_dir.mkdir(parents=True, exist_ok=True)  # only now that the data and splits are known to be good
     results_csv = log_dir / "results.csv"
     done = {r["run_id"]: r for r in read_results(results_csv)}
+    trained = trained_runs(done, log_dir)
     env = environment()
     write_json(log_dir / "last_args.json", {"args": vars(args), "environment": env})
     topk = args.topk or None
@@ -201,8 +239,16 @@ def run_grid(args) -> list[dict]:
                         continue
                     run_dir = log_dir / "runs" / run_id
                     run_dir.mkdir(parents=True, exist_ok=True)
-                    q_bits, db_bits, seconds = fit_and_encode(method, task, bits, X, data.y, split, n_classes,
-                                                              args, run_dir, desc)
+                    train_id = train_id_of(settings)
+                    source = None if args.force else trained.get(train_id)
+                    if source is not None:
+                        print(f"{desc}: evaluating the codes of run {source.name} (same training settings)",
+                              file=sys.stderr)
+                        q_bits, db_bits = reuse_trained(source, run_dir)
+                        seconds = float(done[source.name]["train_seconds"])
+                    else:
+                        q_bits, db_bits, seconds = fit_and_encode(method, task, bits, X, data.y, split, n_classes,
+                                                                  args, run_dir, desc)
                     metrics = evaluate_codes(q_bits, db_bits, data.y[split.query], data.y[split.db], topk,
                                              relevance=args.metric)
                     save_codes(run_dir / "codes.npz", data, split, q_bits, db_bits)
@@ -217,10 +263,12 @@ def run_grid(args) -> list[dict]:
                            "supervised": method in baselines.SUPERVISED, "metric": args.metric, "run_id": run_id,
                            "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
                     write_json(run_dir / "run.json", {"settings": settings, "args": vars(args), "environment": env,
+                                                      "trained_in": (source or run_dir).name,
                                                       "metrics": {k: v.tolist() if isinstance(v, np.ndarray) else v
                                                                   for k, v in metrics.items()}})
                     append_result(results_csv, row)
                     done[run_id] = row
+                    trained.setdefault(train_id, run_dir)
                     rows.append(row)
                     print(f"{desc}: mAP@{args.topk or 'all'} {metrics['map']:.4f} ({seconds:.1f} s)", file=sys.stderr)
     return rows

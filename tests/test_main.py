@@ -231,3 +231,23 @@ def test_corrupt_checkpoint_on_resume_is_a_one_line_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "checkpoint.pt: cannot resume" in err and not (tmp_path / "results.csv").exists()
     assert main.main(argv) == 0  # without --resume the run starts over and overwrites it
+
+
+def test_new_topk_reevaluates_the_saved_codes_without_training(tmp_path):
+    """--topk (an evaluation setting) gets its own row, computed from the first run's codes: no second training."""
+    base = ["--task", "gcn", "--exp_hash_len", "8", *FAST, "--log_dir", tmp_path]
+    first = run_cli([*base, "--topk", "50"])
+    second = run_cli([*base, "--topk", "0"])
+    assert first.returncode == 0 and second.returncode == 0, second.stderr
+    assert "evaluating the codes of run" in second.stderr
+    rows = read_csv(tmp_path / "results.csv")
+    assert [r["topk"] for r in rows] == ["50", "0"] and rows[0]["run_id"] != rows[1]["run_id"]
+    assert rows[0]["train_seconds"] == rows[1]["train_seconds"]
+    runs = codes_of(tmp_path)
+    assert np.array_equal(runs[rows[0]["run_id"]]["db_codes"], runs[rows[1]["run_id"]]["db_codes"])
+    q, db = (np.unpackbits(runs[rows[1]["run_id"]][k], axis=1, count=8) for k in ("query_codes", "db_codes"))
+    labels = runs[rows[1]["run_id"]]
+    from evaluate import mean_average_precision
+    expected = mean_average_precision(q, db, labels["query_labels"], labels["db_labels"], topk=None)
+    assert float(rows[1]["map"]) == pytest.approx(expected, abs=1e-6)
+    assert (tmp_path / "runs" / rows[1]["run_id"] / "checkpoint.pt").is_file()
