@@ -1,0 +1,568 @@
+"""Training speed of HAGCN's five filters and the deep baselines on Fashion-MNIST (784-d pixels, standardised on the
+ref split's training part), batch 128, hidden 768, K = 4, 32 bits, knn 10, the project's default loss and head.
+
+  1. seconds per epoch with the project's own loop (train.train): each method runs `--steps` steps (a training
+     subset of steps x batch rows, one epoch of train.train) extrapolated to an epoch of the training split, or
+     `--epochs` whole epochs with --steps 0; medians over --reps rounds, methods interleaved within a round so that
+     load from other processes falls on all of them; each filter's ratio to gcn (target: <= 1.5x).
+  2. one training step split into data indexing, graph building (graph.batch_graph), spectrum (BatchGraph.spectrum
+     or graph.lanczos), filter forward, the rest of the forward + loss, and backward + optimiser step; medians over
+     --profile_steps steps (torch.cuda.synchronize at every boundary on cuda).
+  3. data loading: X[idx] on the one big tensor against the step time.
+  --extras adds ablations: eigh / Lanczos / graph cost against the batch size, 1 vs 2 threads, Chebyshev variants,
+  Adam foreach vs fused.
+
+Run: python bench/train.py [--epochs 1] [--steps 50] [--device cpu|cuda] [--n_train N] [--reps 3] [--extras]
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TQDM_DISABLE", "1")  # train.train's progress bar would interleave with the tables
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import baselines  # noqa: E402
+import graph as graph_mod  # noqa: E402
+from arguments import FILTER_NAMES, build_parser  # noqa: E402
+from data import load_fashion_mnist, make_splits, standardise  # noqa: E402
+from main import build_hagcn  # noqa: E402
+from train import train  # noqa: E402
+
+DEEP_BASELINES = ["bihalf", "dsh", "hashnet", "shc"]
+BITS, HIDDEN, ORDER, KNN, BATCH = 32, 768, 4, 10, 128
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def sync_fn(device: torch.device):
+    return torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+
+def on_device(t: torch.Tensor, device: torch.device) -> bool:
+    return t.device.type == device.type and (device.index is None or t.device.index == device.index)
+
+
+def check_device(device: torch.device, where: str, *objs) -> None:
+    """Every tensor (and every parameter/buffer of every module, every tensor value of a dict) is on `device`."""
+    bad = []
+    for obj in objs:
+        if isinstance(obj, nn.Module):
+            items = list(obj.named_parameters()) + list(obj.named_buffers())
+        elif isinstance(obj, dict):
+            items = [(k, v) for k, v in obj.items() if isinstance(v, torch.Tensor)]
+        elif isinstance(obj, (tuple, list)):
+            items = [(str(i), v) for i, v in enumerate(obj) if isinstance(v, torch.Tensor)]
+        else:
+            items = [("tensor", obj)]
+        bad += [f"{name} on {t.device}" for name, t in items if not on_device(t, device)]
+    if bad:
+        raise AssertionError(f"{where}: not on {device}: {', '.join(bad[:5])}")
+
+
+def med(xs) -> float:
+    return float(np.median(xs)) if len(xs) else float("nan")
+
+
+def table(headers: list[str], rows: list[list[str]], title: str) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    line = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+    rule = "-" * len(line(headers))
+    return "\n".join([title, rule, line(headers), rule, *map(line, rows), rule])
+
+
+def project_args(seed: int) -> argparse.Namespace:
+    """The CLI's defaults (head, loss, alpha, lr, ...), with this benchmark's fixed sizes."""
+    args = build_parser().parse_args([])
+    args.hidden, args.k, args.knn, args.batch_size, args.seed = HIDDEN, ORDER, KNN, BATCH, seed
+    return args
+
+
+def build(method: str, d_in: int, n_classes: int, args):
+    """(model, loss_fn) exactly as main.fit_and_encode builds them; method 'gcn'.. for HAGCN filters."""
+    torch.manual_seed(args.seed)
+    if method in FILTER_NAMES:
+        return build_hagcn(method, BITS, d_in, args)
+    return baselines.build_deep(method, d_in, BITS, n_classes, args)
+
+
+def available_baselines() -> tuple[list[str], str | None]:
+    if not hasattr(baselines, "build_deep"):
+        return [], "baselines.build_deep not found: deep baselines skipped"
+    known = getattr(baselines, "DEEP", None)
+    present = [m for m in DEEP_BASELINES if known is None or m in known]
+    missing = [m for m in DEEP_BASELINES if m not in present]
+    return present, (f"deep baselines not in baselines.DEEP, skipped: {', '.join(missing)}" if missing else None)
+
+
+# ----------------------------------------------------------------------------- 1. seconds per epoch (train.train)
+
+def bench_epochs(methods, X, y, n_classes, args, device, steps, epochs, reps, log):
+    """{method: [seconds per epoch of each round]}, plus one-off prepare() seconds (SHC's centres)."""
+    steps_per_epoch = math.ceil(len(X) / BATCH)
+    if steps:
+        rows = min(steps * BATCH, len(X))
+        Xs, ys, n_epochs, scale = X[:rows], y[:rows], 1, steps_per_epoch / math.ceil(rows / BATCH)
+    else:
+        Xs, ys, n_epochs, scale = X, y, epochs, 1.0 / epochs
+    check_device(device, "training data", Xs, ys)
+    sync = sync_fn(device)
+    states, prepare_s = {}, {}
+    for m in methods:  # initial weights, and prepare() once on the whole training part (outside the timing)
+        model, _ = build(m, X.shape[1], n_classes, args)
+        model.to(device)
+        sync()
+        t = time.perf_counter()
+        model.prepare(X, y)
+        sync()
+        prepare_s[m] = time.perf_counter() - t
+        states[m] = {k: v.clone() for k, v in model.state_dict().items()}
+
+    def run_once(m, Xr, yr, ne):
+        model, loss_fn = build(m, X.shape[1], n_classes, args)
+        model.to(device)
+        model.load_state_dict(states[m])
+        model.prepare = lambda X_, y_: None  # done once above; train.train calls it before its epochs
+        check_device(device, f"{m} model", model)
+        sec = train(model, loss_fn, Xr, yr, num_epochs=ne, batch_size=BATCH, lr=args.lr, seed=args.seed,
+                    desc=m, checkpoint=None)
+        check_device(device, f"{m} model after training", model)
+        return sec
+
+    for m in methods:  # warm-up: allocator, MKL/cuBLAS handles, kernels
+        run_once(m, X[:4 * BATCH], y[:4 * BATCH], 1)
+    times = {m: [] for m in methods}
+    for r in range(reps):
+        for m in methods:
+            times[m].append(run_once(m, Xs, ys, n_epochs) * scale)
+        log(f"  round {r + 1}/{reps}: " + "  ".join(f"{m} {times[m][-1]:.1f}s" for m in methods))
+    return times, prepare_s, steps_per_epoch
+
+
+# ----------------------------------------------------------------------------- 2. one step, segment by segment
+
+@contextlib.contextmanager
+def reuse_lanczos(cache: dict):
+    """graph.lanczos answers from `cache` for the Laplacian it was computed on (so the filter forward is timed
+    without the Lanczos iterations, timed separately); restored on exit."""
+    original = graph_mod.lanczos
+
+    def cached(lap, steps, *a, **kw):
+        if cache.get("lap") is lap and cache.get("steps") == steps:
+            return cache["out"]
+        return original(lap, steps, *a, **kw)
+
+    graph_mod.lanczos = cached
+    try:
+        yield
+    finally:
+        graph_mod.lanczos = original
+
+
+SEGMENTS = ["data", "graph", "spectrum", "filter", "rest fwd+loss", "bwd+opt"]
+
+
+def hagcn_step(model, loss_fn, opt, X, y, idx, timer, cache, device, check, backward=True):
+    """One step of train.train for a HAGCN model with HAGCN.forward unrolled (same tensors, same order)."""
+    timer("start")
+    xb, yb = X[idx], y[idx]
+    timer("data")
+    z1 = model.encoder(xb)
+    h = model.head(xb if model.hash_head == "linear" else z1)
+    probs = torch.sigmoid(model.alpha * h)
+    timer("rest fwd+loss")
+    g = graph_mod.batch_graph(xb if model.graph_source == "input" else z1, model.knn)
+    timer("graph")
+    spec = None
+    if isinstance(model.filter, (graph_mod.FourierFilter, graph_mod.SplineFilter)):
+        spec = g.spectrum()
+    elif isinstance(model.filter, graph_mod.LanczosFilter):
+        spec = graph_mod.lanczos(g.lap, model.filter.order)
+        cache.update(lap=g.lap, steps=model.filter.order, out=spec)
+    timer("spectrum")
+    z3 = model.filter(z1, g)
+    timer("filter")
+    out = {"z1": z1, "logits": h, "probs": probs, "recon": model.decoder(z3), "a_hat": g.a_hat}
+    loss = loss_fn(out, xb, yb)
+    if not torch.isfinite(loss):
+        raise RuntimeError("loss is not finite")
+    timer("rest fwd+loss")
+    if not backward:
+        return loss
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    timer("bwd+opt")
+    if check:
+        check_device(device, "step tensors", [xb, yb, z1, h, probs, g.a_hat, g.lap, z3, loss], out, model,
+                     *(spec or ()), [p.grad for p in model.parameters() if p.grad is not None])
+    return loss
+
+
+def plain_step(model, loss_fn, opt, X, y, idx, timer, cache, device, check):
+    timer("start")
+    xb, yb = X[idx], y[idx]
+    timer("data")
+    out = model(xb)
+    loss = loss_fn(out, xb, yb)
+    if not torch.isfinite(loss):
+        raise RuntimeError("loss is not finite")
+    timer("rest fwd+loss")
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    timer("bwd+opt")
+    if check:
+        check_device(device, "step tensors", [xb, yb, loss], out, model)
+    return loss
+
+
+def profile_steps(method, X, y, n_classes, args, device, n_steps, warmup=5, opt_kwargs=None):
+    """{segment: median ms}, median total ms; the unrolled forward is first checked against model.forward."""
+    model, loss_fn = build(method, X.shape[1], n_classes, args)
+    model.to(device)
+    model.prepare(X[:4096], y[:4096])
+    model.train()
+    model.set_epoch(0, 1)
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr, **(opt_kwargs or {}))
+    step = hagcn_step if method in FILTER_NAMES else plain_step
+    sync = sync_fn(device)
+    gen = torch.Generator().manual_seed(args.seed)
+    order = torch.cat([torch.randperm(len(X), generator=gen) for _ in range(math.ceil((n_steps + warmup + 1) * BATCH
+                                                                                      / len(X)))])
+    batches = order.to(device).split(BATCH)
+    cache: dict = {}
+    if method in FILTER_NAMES:  # the unrolled forward must compute what model.forward computes
+        with torch.no_grad():
+            xb, yb = X[batches[0]], y[batches[0]]
+            ref = loss_fn(model(xb), xb, yb)
+            unrolled = hagcn_step(model, loss_fn, None, X, y, batches[0], lambda s: None, cache, device, False,
+                                  backward=False)
+            if not torch.allclose(ref, unrolled, rtol=1e-5, atol=1e-6):
+                raise AssertionError(f"{method}: unrolled step loss {float(unrolled)} != model.forward {float(ref)}")
+    seg = {s: [] for s in SEGMENTS}
+    totals = []
+    with reuse_lanczos(cache):
+        for i, idx in enumerate(batches[1:n_steps + warmup + 1]):
+            marks = []
+
+            def timer(name):
+                sync()
+                marks.append((name, time.perf_counter()))
+
+            step(model, loss_fn, opt, X, y, idx, timer, cache, device, check=(i == 0))
+            if i < warmup:
+                continue
+            per = dict.fromkeys(SEGMENTS, 0.0)
+            for (_, t0), (name, t1) in zip(marks, marks[1:]):
+                per[name] += t1 - t0
+            for s in SEGMENTS:
+                seg[s].append(per[s] * 1e3)
+            totals.append((marks[-1][1] - marks[0][1]) * 1e3)
+    return {s: med(v) for s, v in seg.items()}, med(totals)
+
+
+# ----------------------------------------------------------------------------- 3. data loading
+
+def bench_indexing(X, y, device, n=200):
+    sync = sync_fn(device)
+    gen = torch.Generator().manual_seed(0)
+    sync()
+    t = time.perf_counter()
+    batches = torch.randperm(len(X), generator=gen).to(device).split(BATCH)
+    sync()
+    perm_ms = (time.perf_counter() - t) * 1e3
+    times = []
+    for idx in batches[:n]:
+        sync()
+        t = time.perf_counter()
+        xb, yb = X[idx], y[idx]
+        sync()
+        times.append((time.perf_counter() - t) * 1e3)
+    check_device(device, "indexed batch", xb, yb, idx)
+    return med(times), perm_ms, len(batches)
+
+
+# ----------------------------------------------------------------------------- extras (ablations)
+
+def time_ms(fn, device, reps=30, warmup=3) -> float:
+    sync = sync_fn(device)
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(reps):
+        sync()
+        t = time.perf_counter()
+        fn()
+        sync()
+        out.append((time.perf_counter() - t) * 1e3)
+    return med(out)
+
+
+def extra_batch_size(X, device, log):
+    rows = []
+    for b in (64, 128, 256, 512, 1024):
+        xb = X[:b]
+        g = graph_mod.batch_graph(xb, KNN)
+        z = torch.randn(b, HIDDEN, device=device)
+        reps = 30 if b <= 256 else 10
+        rows.append([str(b), f"{time_ms(lambda: graph_mod.batch_graph(xb, KNN), device, reps):.2f}",
+                     f"{time_ms(lambda: torch.linalg.eigh(g.lap), device, reps):.2f}",
+                     f"{time_ms(lambda: graph_mod.lanczos(g.lap, ORDER), device, reps):.2f}",
+                     f"{time_ms(lambda: g.a_hat @ z, device, reps):.2f}"])
+    log(table(["batch", "batch_graph ms", "eigh ms", f"lanczos(K={ORDER}) ms", "A_hat @ Z (h=768) ms"], rows,
+              "Extras A: graph / spectrum cost against the batch size (medians)"))
+
+
+def extra_threads(X, y, n_classes, args, device, n_steps, log):
+    if device.type != "cpu":
+        return
+    before = torch.get_num_threads()
+    rows = []
+    for m in ("gcn", "cheby", "fourier"):
+        cells = [m]
+        for t in sorted({1, before}):
+            torch.set_num_threads(t)
+            _, total = profile_steps(m, X, y, n_classes, args, device, n_steps)
+            cells.append(f"{total:.1f}")
+        torch.set_num_threads(before)
+        rows.append(cells)
+    log(table(["filter"] + [f"{t} thread(s) ms/step" for t in sorted({1, before})], rows,
+              "Extras B: torch.set_num_threads (median ms per step, segmented step)"))
+
+
+class ChebyPerTerm(nn.Module):
+    """Same function as graph.ChebyFilter, K+1 separate Linear layers summed (no concatenation)."""
+
+    def __init__(self, hidden, order):
+        super().__init__()
+        self.order = order
+        self.w = nn.ModuleList([nn.Linear(hidden, hidden, bias=(k == 0)) for k in range(order + 1)])
+
+    def forward(self, z, g):
+        l_s = -g.a_hat
+        t_prev, t_cur = z, l_s @ z
+        out = self.w[0](t_prev) + self.w[1](t_cur)
+        for k in range(2, self.order + 1):
+            t_prev, t_cur = t_cur, 2 * (l_s @ t_cur) - t_prev
+            out = out + self.w[k](t_cur)
+        return out
+
+
+class ChebyClenshaw(nn.Module):
+    """Same function: Y = Z [W_0 .. W_K] in one matmul, then Clenshaw's recurrence on the B x h blocks."""
+
+    def __init__(self, hidden, order):
+        super().__init__()
+        self.order, self.hidden = order, hidden
+        self.w = nn.Linear(hidden, hidden * (order + 1))
+
+    def forward(self, z, g):
+        l_s = -g.a_hat
+        ys = self.w(z).split(self.hidden, dim=1)
+        b1 = torch.zeros_like(ys[0])
+        b2 = torch.zeros_like(ys[0])
+        for k in range(self.order, 0, -1):
+            b1, b2 = ys[k] + 2 * (l_s @ b1) - b2, b1
+        return ys[0] + l_s @ b1 - b2
+
+
+class ChebyScalar(nn.Module):
+    """Different parametrisation (NOT the spec's): scalar theta_k per order, one shared W3: (sum_k theta_k T_k Z) W3."""
+
+    def __init__(self, hidden, order):
+        super().__init__()
+        self.order = order
+        self.theta = nn.Parameter(torch.ones(order + 1) / (order + 1))
+        self.w = nn.Linear(hidden, hidden)
+
+    def forward(self, z, g):
+        l_s = -g.a_hat
+        t_prev, t_cur = z, l_s @ z
+        acc = self.theta[0] * t_prev + self.theta[1] * t_cur
+        for k in range(2, self.order + 1):
+            t_prev, t_cur = t_cur, 2 * (l_s @ t_cur) - t_prev
+            acc = acc + self.theta[k] * t_cur
+        return self.w(acc)
+
+
+def extra_cheby(X, device, log):
+    g = graph_mod.batch_graph(X[:BATCH], KNN)
+    z = torch.randn(BATCH, HIDDEN, device=device, requires_grad=True)
+    torch.manual_seed(0)
+    ref = graph_mod.ChebyFilter(HIDDEN, ORDER).to(device)
+    variants = {"ChebyFilter (cat + one Linear)": ref, "per-term Linears, summed": ChebyPerTerm(HIDDEN, ORDER),
+                "Clenshaw (Z W_cat, recurrence)": ChebyClenshaw(HIDDEN, ORDER),
+                "scalar theta_k + shared W3 (not spec)": ChebyScalar(HIDDEN, ORDER),
+                "gcn (reference)": graph_mod.GCNFilter(HIDDEN, ORDER)}
+    # same weights for the exact variants, to confirm they compute the same function
+    w, b = ref.w3.weight.detach(), ref.w3.bias.detach()
+    with torch.no_grad():
+        for k, lin in enumerate(variants["per-term Linears, summed"].w):
+            lin.weight.copy_(w[:, k * HIDDEN:(k + 1) * HIDDEN])
+            if lin.bias is not None:
+                lin.bias.copy_(b)
+        cl = variants["Clenshaw (Z W_cat, recurrence)"].w
+        cl.weight.copy_(torch.cat([w[:, k * HIDDEN:(k + 1) * HIDDEN] for k in range(ORDER + 1)], 0))
+        cl.bias.zero_()
+        cl.bias[:HIDDEN].copy_(b)
+    rows = []
+    with torch.no_grad():
+        want = ref(z, g)
+    for name, mod in variants.items():
+        mod.to(device)
+        with torch.no_grad():
+            got = mod(z, g)
+        same = "-" if "not spec" in name or "gcn" in name else f"{float((got - want).abs().max()):.1e}"
+        fwd = time_ms(lambda: mod(z, g), device)
+
+        def fwd_bwd():
+            mod.zero_grad(set_to_none=True)
+            z.grad = None
+            mod(z, g).sum().backward()
+
+        rows.append([name, f"{fwd:.2f}", f"{time_ms(fwd_bwd, device):.2f}", same,
+                     f"{sum(p.numel() for p in mod.parameters()) / 1e6:.2f}M"])
+    log(table(["filter variant", "fwd ms", "fwd+bwd ms", "max |diff|", "params"], rows,
+              f"Extras C: Chebyshev variants, filter alone (B={BATCH}, h={HIDDEN}, K={ORDER}; medians)"))
+
+
+def extra_adam(X, y, n_classes, args, device, n_steps, log):
+    rows = []
+    for m in ("gcn", "cheby"):
+        model, loss_fn = build(m, X.shape[1], n_classes, args)
+        model.to(device).train()
+        xb, yb = X[:BATCH], y[:BATCH]
+        loss_fn(model(xb), xb, yb).backward()
+        cells = [m, f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M"]
+        for kw in ({"foreach": False}, {"foreach": True}, {"fused": True}):
+            try:
+                opt = torch.optim.Adam(model.parameters(), lr=args.lr, **kw)
+                cells.append(f"{time_ms(opt.step, device):.2f}")
+            except (RuntimeError, TypeError) as e:
+                cells.append("n/a")
+                log(f"  Adam {kw} on {device}: {e}")
+        for kw in ({}, {"fused": True}):  # the whole step, as train.train runs it, default vs fused Adam
+            try:
+                cells.append(f"{profile_steps(m, X, y, n_classes, args, device, n_steps, opt_kwargs=kw)[1]:.1f}")
+            except (RuntimeError, TypeError):
+                cells.append("n/a")
+        rows.append(cells)
+    log(table(["model", "params", "step: for-loop ms", "foreach ms (default)", "fused ms",
+               "whole step, default ms", "whole step, fused ms"], rows,
+              "Extras D: Adam (medians): the optimiser step alone, then a whole training step"))
+
+
+# ----------------------------------------------------------------------------- main
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--epochs", type=int, default=1, help="whole epochs per round when --steps 0")
+    p.add_argument("--steps", type=int, default=50, help="steps per round, extrapolated to an epoch (0: whole epochs)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (everything lives there)")
+    p.add_argument("--n_train", type=int, default=None, help="training rows (default: the whole ref training part)")
+    p.add_argument("--reps", type=int, default=3, help="rounds for section 1")
+    p.add_argument("--profile_steps", type=int, default=50, help="steps per method for section 2")
+    p.add_argument("--methods", nargs="+", default=None, help="subset of the filters and deep baselines")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
+    p.add_argument("--extras", action="store_true", help="also run the ablations (batch size, threads, Chebyshev, Adam)")
+    a = p.parse_args(argv)
+    device = torch.device(a.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("--device cuda: CUDA is not available", file=sys.stderr)
+        return 2
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    log = lambda s="": print(s, flush=True)
+    t_all = time.perf_counter()
+
+    data = load_fashion_mnist()
+    split = make_splits(data.y, "ref", 1, 0)[0]
+    Xn = standardise(data.X, split.train)[split.train]
+    yn = data.y[split.train]
+    if a.n_train:
+        keep = np.sort(np.random.default_rng(0).permutation(len(yn))[:a.n_train])
+        Xn, yn = Xn[keep], yn[keep]
+    X = torch.from_numpy(np.ascontiguousarray(Xn)).to(device)
+    y = torch.from_numpy(yn).to(device)
+    check_device(device, "X, y", X, y)
+    n_classes = len(data.classes)
+    args = project_args(seed=0)
+
+    deep, note = available_baselines()
+    methods = list(FILTER_NAMES) + deep
+    if a.methods:
+        methods = [m for m in methods if m in a.methods]
+    dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
+    log(f"Fashion-MNIST ref training part: {len(X)} x {X.shape[1]}, batch {BATCH}, hidden {HIDDEN}, K {ORDER}, "
+        f"{BITS} bits, knn {KNN}, head {args.hash_head}, loss {args.loss_form}/{args.sim_target}, lr {args.lr}; "
+        f"torch {torch.__version__} on {device} ({dev_name})")
+    log("load average (1, 5, 15 min) at start: %.2f %.2f %.2f (other processes share these cores; medians and "
+        "interleaved rounds damp, but do not remove, their effect)" % os.getloadavg())
+    if note:
+        log(f"note: {note}")
+
+    # 1
+    mode = f"{a.steps} steps x {a.reps} rounds, extrapolated" if a.steps else f"{a.epochs} epoch(s) x {a.reps} rounds"
+    log(f"\n[1] seconds per epoch with train.train ({mode})")
+    times, prepare_s, spe = bench_epochs(methods, X, y, n_classes, args, device, a.steps, a.epochs, a.reps, log)
+    gcn = med(times["gcn"]) if "gcn" in times else float("nan")
+    rows = []
+    for m in methods:
+        s = med(times[m])
+        kind = "HAGCN" if m in FILTER_NAMES else "deep baseline"
+        ratio = s / gcn
+        flag = "" if m not in FILTER_NAMES or ratio <= 1.5 else "  > 1.5x"
+        rows.append([m, kind, f"{s:.2f}", f"{min(times[m]):.2f}", f"{max(times[m]):.2f}",
+                     f"{s / spe * 1e3:.1f}", f"{ratio:.2f}x{flag}"])
+    log(table(["method", "kind", "s/epoch (median)", "min", "max", "ms/step", "vs gcn"], rows,
+              f"Seconds per epoch ({spe} steps of {BATCH}) on {device}"))
+    slow = [m for m in methods if m in FILTER_NAMES and med(times[m]) / gcn > 1.5]
+    log("target (every filter within 1.5x of gcn): " + ("met" if not slow else f"NOT met by {', '.join(slow)}"))
+    pre = {m: s for m, s in prepare_s.items() if s > 0.05}
+    if pre:
+        log("one-off prepare() before the first epoch (not in s/epoch): "
+            + ", ".join(f"{m} {s:.1f}s" for m, s in pre.items()))
+
+    # 2
+    log(f"\n[2] one training step split into segments (median ms over {a.profile_steps} steps)")
+    rows = []
+    for m in methods:
+        seg, total = profile_steps(m, X, y, n_classes, args, device, a.profile_steps)
+        graphy = m in FILTER_NAMES
+        cells = [m] + [f"{seg[s]:.2f}" if graphy or s not in ("graph", "spectrum", "filter") else "-"
+                       for s in SEGMENTS]
+        rows.append(cells + [f"{sum(seg.values()):.1f}", f"{total:.1f}"])
+    log(table(["method"] + SEGMENTS + ["sum", "total"], rows,
+              f"Step segments on {device} (ms; 'sum' = sum of segment medians, 'total' = median step)"))
+
+    # 3
+    idx_ms, perm_ms, n_batches = bench_indexing(X, y, device)
+    step_ms = med(times["gcn"]) / spe * 1e3 if "gcn" in times else float("nan")
+    log(f"\n[3] data loading on {device}: X[idx], y[idx] for a batch of {BATCH}: {idx_ms * 1e3:.0f} us median "
+        f"({idx_ms / step_ms * 100:.2f}% of a gcn step of {step_ms:.1f} ms); "
+        f"randperm + split once per epoch: {perm_ms:.2f} ms ({n_batches} batches)")
+
+    if a.extras:
+        log("\n[extras]")
+        extra_batch_size(X, device, log)
+        extra_threads(X, y, n_classes, args, device, min(a.profile_steps, 30), log)
+        extra_cheby(X, device, log)
+        extra_adam(X, y, n_classes, args, device, min(a.profile_steps, 30), log)
+    log(f"\nbenchmark wall time {time.perf_counter() - t_all:.0f} s; load average at the end: %.2f %.2f %.2f"
+        % os.getloadavg())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
