@@ -2,11 +2,17 @@
 
 Unsupervised closed-form methods: LSH, PCAH, ITQ and SH. Each is a small class whose `fit(X, n_bits, seed)` sees
 the (standardised) training split only and whose `encode(X)` turns any split into (n, n_bits) uint8 {0,1} bits.
-`CLOSED_FORM` names them for the CLI and `fit_encode` runs one end to end.
+`CLOSED_FORM` names them for the CLI and `fit_encode` runs one end to end. Deep methods (Bi-half, DSH,
+HashNet, SHC) are a module from model.py plus a loss from losses.py, trained by the one loop in train.py: `DEEP`.
 """
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
+
+import losses
+import model
 
 # -----------------------------------------------------------------------------
 # shared linear algebra
@@ -117,31 +123,26 @@ CLOSED_FORM = {"lsh": LSH, "pcah": PCAH, "itq": ITQ, "sh": SH}
 def fit_encode(name: str, X_train: np.ndarray, X_query: np.ndarray, X_db: np.ndarray, n_bits: int,
                seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Fit closed-form method `name` on the training split; return the (query, database) bits."""
-    model = CLOSED_FORM[name]().fit(X_train, n_bits, seed)
-    return model.encode(X_query), model.encode(X_db)
+    coder = CLOSED_FORM[name]().fit(X_train, n_bits, seed)
+    return coder.encode(X_query), coder.encode(X_db)
 
 
 # ----------------------------------------------------------------------------- deep baselines (SPEC section 3)
 # A deep baseline is a module (model.py: the shared MLP hash head, its forward and schedules) plus a loss
 # (losses.py); main.fit_and_encode trains it with the one loop in train.py and encodes with codes(x) > 0.
 
-from functools import partial as _partial
-
-import losses as _losses
-import model as _model
-
 SUPERVISED = {"dsh", "hashnet", "shc"}
 
 DEEP = {
     # name: (module builder (d_in, hidden, bits, n_classes, seed), loss)
-    "bihalf": (lambda d, h, b, c, s: _model.BiHalf(d, h, b), _partial(_losses.bihalf_loss, gamma=1.0)),
-    "dsh": (lambda d, h, b, c, s: _model.DSH(d, h, b), _partial(_losses.dsh_loss, alpha=0.01)),
-    "hashnet": (lambda d, h, b, c, s: _model.HashNet(d, h, b), _partial(_losses.hashnet_loss)),
-    "shc": (lambda d, h, b, c, s: _model.SHC(d, h, b, c, seed=s), _partial(_losses.shc_loss, quant=0.1)),
+    "bihalf": (lambda d, h, b, c, s: model.BiHalf(d, h, b), partial(losses.bihalf_loss, gamma=1.0)),
+    "dsh": (lambda d, h, b, c, s: model.DSH(d, h, b), partial(losses.dsh_loss, alpha=0.01)),
+    "hashnet": (lambda d, h, b, c, s: model.HashNet(d, h, b), partial(losses.hashnet_loss)),
+    "shc": (lambda d, h, b, c, s: model.SHC(d, h, b, c, seed=s), partial(losses.shc_loss, quant=0.1)),
 }
 
 
-def build_deep(method: str, d_in: int, bits: int, n_classes: int, args) -> tuple[_model.HashModel, _partial]:
+def build_deep(method: str, d_in: int, bits: int, n_classes: int, args) -> tuple[model.HashModel, partial]:
     """(model, loss_fn) of a deep baseline; the MLP hash head is args.hidden wide, SHC is seeded with args.seed."""
     if method not in DEEP:
         raise ValueError(f"unknown deep baseline {method!r}; known: {', '.join(DEEP)}")
