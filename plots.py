@@ -204,6 +204,12 @@ def describe(fixed: dict, chosen: dict[str, list[dict]], keys: list[str]) -> str
         if value is None or names.get(key, "") is None:
             continue
         parts.append(names.get(key, key + "={}").format(value))
+    subsample = fixed.get("subsample", shared(chosen, "subsample"))
+    if subsample not in (None, "", "None"):
+        parts.append(f"{subsample}-item subsample")
+    epochs = shared(chosen, "num_epochs")
+    if epochs not in (None, "", "None"):
+        parts.append(f"{epochs} epochs")
     runs = max((len({(r.get("seed"), r.get("fold")) for r in rs}) for rs in chosen.values()), default=1)
     if runs > 1:
         parts.append("mean \u00b1 std where several seeds/folds")
