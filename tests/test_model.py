@@ -88,3 +88,29 @@ def test_threshold_is_logit_tau_over_alpha():
     model = make_model(tau=0.25, alpha=2.0)
     model.set_epoch(0, 5)
     assert model.code_threshold() == pytest.approx(math.log(0.25 / 0.75) / 2.0)
+
+
+def trained_codes(task: str, hash_head: str, graph_source: str = "input"):
+    """Codes after a few Adam steps of the HAGCN loss on fixed blobs (same seed, same batches for every filter)."""
+    from functools import partial
+
+    from losses import hagcn_loss
+    from train import train
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(96, 12, generator=gen) + 3 * torch.randn(4, 12, generator=gen).repeat_interleave(24, 0)
+    model = make_model(task, hash_head, graph_source=graph_source)
+    train(model, partial(hagcn_loss, lambda_=1.0), x, torch.zeros(96, dtype=torch.long), num_epochs=3,
+          batch_size=32, lr=1e-2, seed=0, desc="t")
+    return encode(model, x)
+
+
+def test_the_filter_shapes_the_codes_only_through_an_mlp_head_or_an_encoder_graph():
+    """With the paper's linear head and the graph built on the input, the loss splits into a reconstruction term
+    that never reaches W2 and a similarity term that never reaches the filter: every filter gives the same codes.
+    The mlp head (or an encoder-built graph) is what lets the filter change them."""
+    linear = [trained_codes(task, "linear") for task in FILTERS]
+    assert all((c == linear[0]).all() for c in linear[1:])
+    mlp = [trained_codes(task, "mlp") for task in FILTERS]
+    assert any((c != mlp[0]).any() for c in mlp[1:])
+    encoder_graph = [trained_codes(task, "linear", "encoder") for task in FILTERS]
+    assert any((c != encoder_graph[0]).any() for c in encoder_graph[1:])
