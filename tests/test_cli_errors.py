@@ -121,14 +121,16 @@ CASES = ["root_missing", "root_empty", "root_no_class_folders", "empty_class_fol
 @pytest.fixture(scope="module")
 def outcomes(tmp_path_factory) -> dict:
     """Run every case's CLI once, three at a time: {case: (process, its log dir, expected substrings, status)}."""
+    names = [c for c in CASES if not (c == "cuda_without_cuda" and torch.cuda.is_available())]
+    tmps = {name: tmp_path_factory.mktemp(name) for name in names}  # mktemp is not thread-safe: before the pool
+
     def one(name: str):
-        tmp = tmp_path_factory.mktemp(name)
+        tmp = tmps[name]
         argv, expect, status = case_argv(tmp, name)
         log_dir = tmp / "logs"
         if "--log_dir" not in argv:
             argv = [*argv, "--log_dir", log_dir]
         return name, (run_cli([*TINY, *argv]), log_dir, expect, status)
-    names = [c for c in CASES if not (c == "cuda_without_cuda" and torch.cuda.is_available())]
     with ThreadPoolExecutor(3) as pool:
         return dict(pool.map(one, names))
 
