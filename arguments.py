@@ -49,6 +49,10 @@ def build_parser() -> Parser:
     a("--k", type=int, default=4, help="filter order K (Chebyshev order, eigenvectors, Lanczos steps)")
     a("--knn", type=int, default=None, help="neighbours per node of the batch graph (default: number of classes)")
     a("--hidden", type=int, default=768, help="encoder width")
+    a("--batch_group", type=int, default=8,
+      help="neighbourhood batches: batch_size // G training items, each with G - 1 of its nearest training items "
+           "(1: shuffled batches)")
+    a("--neighbour_pool", type=int, default=50, help="--batch_group draws each item's mates from its this many neighbours")
     a("--hash_head", choices=["linear", "mlp"], default="mlp",
       help="linear: H = X W2 (paper); mlp: H = MLP(Z1) on the encoder output")
     a("--graph_source", choices=["input", "encoder"], default="input", help="features the batch graph is built on")
@@ -163,6 +167,9 @@ def check_args(args: argparse.Namespace) -> None:
     for bits in args.exp_hash_len:
         need(1 <= bits <= MAX_BITS, f"--exp_hash_len {bits}: must be between 1 and {MAX_BITS}")
     need(args.batch_size >= 2, f"--batch_size {args.batch_size}: must be at least 2 (the batch graph needs neighbours)")
+    need(1 <= args.batch_group <= args.batch_size,
+         f"--batch_group {args.batch_group}: must be between 1 and --batch_size {args.batch_size}")
+    need(args.neighbour_pool >= 1, f"--neighbour_pool {args.neighbour_pool}: must be at least 1")
     need(args.k >= 1, f"--k {args.k}: the filter order must be at least 1")
     if args.knn is not None:
         need(1 <= args.knn < args.batch_size,

@@ -18,6 +18,20 @@ import torch.nn.functional as F
 # ----------------------------------------------------------------------------- the batch graph
 
 @torch.no_grad()
+def knn_indices(feats: torch.Tensor, knn: int, chunk: int = 1024) -> torch.Tensor:
+    """(n, knn) indices of each row's `knn` most cosine-similar other rows, computed `chunk` rows at a time
+    (never an n x n matrix when n > chunk)."""
+    unit = F.normalize(feats.detach(), dim=1)
+    out = []
+    for start in range(0, len(unit), chunk):
+        sim = unit[start:start + chunk] @ unit.T
+        rows = torch.arange(sim.shape[0], device=sim.device)
+        sim[rows, rows + start] = -math.inf
+        out.append(sim.topk(knn, dim=1).indices)
+    return torch.cat(out)
+
+
+@torch.no_grad()
 def knn_adjacency(feats: torch.Tensor, knn: int) -> torch.Tensor:
     """Symmetric 0/1 adjacency: each row's `knn` most cosine-similar rows (self excluded), then A = max(A, A^T)."""
     n = feats.shape[0]
@@ -25,10 +39,7 @@ def knn_adjacency(feats: torch.Tensor, knn: int) -> torch.Tensor:
     adj = torch.zeros(n, n, dtype=feats.dtype, device=feats.device)
     if k < 1:
         return adj
-    unit = F.normalize(feats, dim=1)
-    sim = unit @ unit.T
-    sim.fill_diagonal_(-math.inf)
-    adj.scatter_(1, sim.topk(k, dim=1).indices, 1.0)
+    adj.scatter_(1, knn_indices(feats, k, chunk=n), 1.0)
     return torch.maximum(adj, adj.T)
 
 
@@ -165,22 +176,29 @@ class SplineFilter(nn.Module):
 
 
 class ChebyFilter(nn.Module):
-    """Chebyshev filter of order K (Defferrard et al. 2016): Z3 = sum_{k=0..K} T_k(L_s) Z W3_k, L_s = Lap - I.
+    """Chebyshev filter of order K (Defferrard et al. 2016): Z3 = sum_{k=0..K} T_k(L_s) Y diag(theta_k), Y = Z W3,
+    L_s = Lap - I, i.e. SPEC's sum_k T_k(L_s) Z W3_k with W3_k = W3 diag(theta_k) (a learnable response per
+    channel and order). One h x h weight instead of K+1 keeps its cost at GCN's (measured in bench/train.py).
 
-    Recurs on the signals, T_k = 2 L_s T_{k-1} - T_{k-2}; the K+1 weight matrices act as one Linear on [T_0 .. T_K].
+    Recurs on the signals, T_k = 2 L_s T_{k-1} - T_{k-2}, never forming matrix powers. theta starts as
+    (1, 0, .., 0): the all-pass filter, from which the response is learnt.
     """
 
     def __init__(self, hidden: int, order: int):
         super().__init__()
         self.order = order
-        self.w3 = nn.Linear(hidden * (order + 1), hidden)
+        self.w3 = nn.Linear(hidden, hidden)
+        self.theta = nn.Parameter(torch.eye(order + 1, hidden))
 
     def forward(self, z: torch.Tensor, graph: BatchGraph) -> torch.Tensor:
         l_s = -graph.a_hat  # Lap - I = 2 Lap / lam_max - I with lam_max = 2
-        terms = [z, l_s @ z]
-        for _ in range(2, self.order + 1):
-            terms.append(2 * (l_s @ terms[-1]) - terms[-2])
-        return self.w3(torch.cat(terms[:self.order + 1], dim=1))
+        t_prev = self.w3(z)
+        t = l_s @ t_prev
+        out = t_prev * self.theta[0] + t * self.theta[1]
+        for k in range(2, self.order + 1):
+            t_prev, t = t, 2 * (l_s @ t) - t_prev
+            out = out + t * self.theta[k]
+        return out
 
 
 class LanczosFilter(nn.Module):

@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import sys
 import time
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +25,7 @@ import baselines
 from arguments import ArgError, parse_args
 from data import DataError, Dataset, Split, load_dataset, make_splits, standardise
 from evaluate import evaluate_codes
+from graph import knn_indices
 from losses import hagcn_loss
 from model import HAGCN
 from train import CheckpointError, TrainingDiverged, atomic_save, encode, train
@@ -32,11 +33,11 @@ from train import CheckpointError, TrainingDiverged, atomic_save, encode, train
 REPO = Path(__file__).resolve().parent
 CSV_COLUMNS = ["dataset", "method", "task", "k", "knn", "tau", "hash_len", "topk", "map", "precision_at_k",
                "recall_at_k", "precision_r2", "train_seconds", "seed", "fold", "split", "num_epochs",
-               "batch_size", "lr", "hash_head", "loss_form", "sim_target", "lambda_", "supervised",
+               "batch_size", "batch_group", "lr", "hash_head", "loss_form", "sim_target", "lambda_", "supervised",
                "metric", "run_id", "finished"]
 RUN_KEYS = ["dataset", "root_dir", "subsample", "split", "folds", "query_per_class", "num_train", "k", "knn",
             "hidden", "hash_head", "graph_source", "alpha", "alpha_max", "tau", "loss_form", "sim_target",
-            "lambda_", "num_epochs", "batch_size", "lr", "seed", "topk", "metric"]
+            "lambda_", "num_epochs", "batch_size", "batch_group", "neighbour_pool", "lr", "seed", "topk", "metric"]
 EVAL_KEYS = {"topk", "metric"}  # change only the evaluation: a run differing in these reuses the trained codes
 
 
@@ -94,9 +95,19 @@ def build_hagcn(task: str, bits: int, d_in: int, args) -> tuple[HAGCN, partial]:
     return model, partial(hagcn_loss, lambda_=args.lambda_, form=args.loss_form, target=args.sim_target)
 
 
+def neighbour_pool(X_train: np.ndarray, args) -> torch.Tensor | None:
+    """Each training row's --neighbour_pool nearest training rows (cosine), for neighbourhood batches
+    (train.epoch_batches); None for shuffled batches (--batch_group 1)."""
+    if args.batch_group <= 1 or len(X_train) < 2:
+        return None
+    feats = torch.from_numpy(X_train).to(args.device)
+    return knn_indices(feats, min(args.neighbour_pool, len(X_train) - 1)).cpu()
+
+
 def fit_and_encode(method: str, task: str, bits: int, X: np.ndarray, y: np.ndarray, split: Split,
-                   n_classes: int, args, run_dir: Path, desc: str) -> tuple[np.ndarray, np.ndarray, float]:
-    """Fit on the training split only; return the query codes, database codes and training seconds."""
+                   n_classes: int, args, run_dir: Path, desc: str, pool) -> tuple[np.ndarray, np.ndarray, float]:
+    """Fit on the training split only; return the query codes, database codes and training seconds.
+    `pool()` gives the training rows' neighbour pool (computed once per fold, by the first deep run)."""
     if method in baselines.CLOSED_FORM:
         t0 = time.perf_counter()
         coder = baselines.CLOSED_FORM[method]().fit(X[split.train], bits, args.seed)
@@ -114,7 +125,8 @@ def fit_and_encode(method: str, task: str, bits: int, X: np.ndarray, y: np.ndarr
     y_train = torch.from_numpy(y[split.train]).to(device)
     seconds = train(model, loss_fn, X_all[torch.from_numpy(split.train).to(device)], y_train,
                     num_epochs=args.num_epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                    desc=desc, checkpoint=run_dir / "checkpoint.pt", resume=args.resume)
+                    desc=desc, checkpoint=run_dir / "checkpoint.pt", resume=args.resume, neighbours=pool(),
+                    group=args.batch_group)
     to_dev = lambda idx: X_all[torch.from_numpy(idx).to(device)]
     return encode(model, to_dev(split.query)), encode(model, to_dev(split.db)), seconds
 
@@ -227,6 +239,7 @@ def run_grid(args) -> list[dict]:
     rows = []
     for fold, split in enumerate(splits):
         X = standardise(data.X, split.train)
+        pool = cache(partial(neighbour_pool, X[split.train], args))
         for method in args.method:
             for task in (args.task if method == "hagcn" else ["-"]):
                 for bits in args.exp_hash_len:
@@ -248,7 +261,7 @@ def run_grid(args) -> list[dict]:
                         seconds = float(done[source.name]["train_seconds"])
                     else:
                         q_bits, db_bits, seconds = fit_and_encode(method, task, bits, X, data.y, split, n_classes,
-                                                                  args, run_dir, desc)
+                                                                  args, run_dir, desc, pool)
                     metrics = evaluate_codes(q_bits, db_bits, data.y[split.query], data.y[split.db], topk,
                                              relevance=args.metric)
                     save_codes(run_dir / "codes.npz", data, split, q_bits, db_bits)
@@ -258,7 +271,8 @@ def run_grid(args) -> list[dict]:
                            "recall_at_k": f"{metrics['recall_at_k']:.6f}",
                            "precision_r2": f"{metrics['precision_r2']:.6f}", "train_seconds": f"{seconds:.2f}",
                            "seed": args.seed, "fold": fold, "split": args.split, "num_epochs": args.num_epochs,
-                           "batch_size": args.batch_size, "lr": args.lr, "hash_head": args.hash_head,
+                           "batch_size": args.batch_size, "batch_group": args.batch_group, "lr": args.lr,
+                           "hash_head": args.hash_head,
                            "loss_form": args.loss_form, "sim_target": args.sim_target, "lambda_": args.lambda_,
                            "supervised": method in baselines.SUPERVISED, "metric": args.metric, "run_id": run_id,
                            "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}

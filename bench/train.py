@@ -8,9 +8,9 @@ ref split's training part), batch 128, hidden 768, K = 4, 32 bits, knn 10, the p
   2. one training step split into data indexing, graph building (graph.batch_graph), spectrum (BatchGraph.spectrum
      or graph.lanczos), filter forward, the rest of the forward + loss, and backward + optimiser step; medians over
      --profile_steps steps (torch.cuda.synchronize at every boundary on cuda).
-  3. data loading: X[idx] on the one big tensor against the step time.
-  --extras adds ablations: eigh / Lanczos / graph cost against the batch size, 1 vs 2 threads, Chebyshev variants,
-  Adam foreach vs fused.
+  3. data loading: X[idx] on the one big tensor against the step time, an epoch's neighbourhood batches
+     (train.epoch_batches), and the one-off neighbour pool of the training part (graph.knn_indices).
+  --extras adds ablations: eigh / Lanczos / graph cost against the batch size, 1 vs 2 threads, Adam foreach vs fused.
 
 Run: python bench/train.py [--epochs 1] [--steps 50] [--device cpu|cuda] [--n_train N] [--reps 3] [--extras]
 """
@@ -37,7 +37,8 @@ import graph as graph_mod  # noqa: E402
 from arguments import FILTER_NAMES, build_parser  # noqa: E402
 from data import load_fashion_mnist, make_splits, standardise  # noqa: E402
 from main import build_hagcn  # noqa: E402
-from train import train  # noqa: E402
+from graph import knn_indices  # noqa: E402
+from train import epoch_batches, train  # noqa: E402
 
 DEEP_BASELINES = ["bihalf", "dsh", "hashnet", "shc"]
 BITS, HIDDEN, ORDER, KNN, BATCH = 32, 768, 4, 10, 128
@@ -128,6 +129,11 @@ def bench_epochs(methods, X, y, n_classes, args, device, steps, epochs, reps, lo
         prepare_s[m] = time.perf_counter() - t
         states[m] = {k: v.clone() for k, v in model.state_dict().items()}
 
+    def pool_of(Xr):  # the neighbour pool main.py computes once per fold, outside the timing
+        return knn_indices(Xr, min(args.neighbour_pool, len(Xr) - 1)).cpu() if args.batch_group > 1 else None
+
+    pools = {len(Xs): pool_of(Xs), 4 * BATCH: pool_of(X[:4 * BATCH])}
+
     def run_once(m, Xr, yr, ne):
         model, loss_fn = build(m, X.shape[1], n_classes, args)
         model.to(device)
@@ -135,7 +141,7 @@ def bench_epochs(methods, X, y, n_classes, args, device, steps, epochs, reps, lo
         model.prepare = lambda X_, y_: None  # done once above; train.train calls it before its epochs
         check_device(device, f"{m} model", model)
         sec = train(model, loss_fn, Xr, yr, num_epochs=ne, batch_size=BATCH, lr=args.lr, seed=args.seed,
-                    desc=m, checkpoint=None)
+                    desc=m, checkpoint=None, neighbours=pools[len(Xr)], group=args.batch_group)
         check_device(device, f"{m} model after training", model)
         return sec
 
@@ -274,14 +280,19 @@ def profile_steps(method, X, y, n_classes, args, device, n_steps, warmup=5, opt_
 
 # ----------------------------------------------------------------------------- 3. data loading
 
-def bench_indexing(X, y, device, n=200):
+def bench_indexing(X, y, args, device, n=200):
+    """Median ms of X[idx], y[idx]; ms of one epoch's batch indices (train.epoch_batches, neighbourhood batches
+    when args.batch_group > 1); seconds of the neighbour pool (once per fold); number of batches."""
     sync = sync_fn(device)
-    gen = torch.Generator().manual_seed(0)
     sync()
     t = time.perf_counter()
-    batches = torch.randperm(len(X), generator=gen).to(device).split(BATCH)
+    pool = knn_indices(X, min(args.neighbour_pool, len(X) - 1)).cpu() if args.batch_group > 1 else None
     sync()
-    perm_ms = (time.perf_counter() - t) * 1e3
+    pool_s = time.perf_counter() - t
+    t = time.perf_counter()
+    batches = epoch_batches(len(X), BATCH, torch.Generator().manual_seed(0), pool, args.batch_group, device)
+    sync()
+    epoch_ms = (time.perf_counter() - t) * 1e3
     times = []
     for idx in batches[:n]:
         sync()
@@ -290,7 +301,7 @@ def bench_indexing(X, y, device, n=200):
         sync()
         times.append((time.perf_counter() - t) * 1e3)
     check_device(device, "indexed batch", xb, yb, idx)
-    return med(times), perm_ms, len(batches)
+    return med(times), epoch_ms, pool_s, len(batches)
 
 
 # ----------------------------------------------------------------------------- extras (ablations)
@@ -341,102 +352,6 @@ def extra_threads(X, y, n_classes, args, device, n_steps, log):
               "Extras B: torch.set_num_threads (median ms per step, segmented step)"))
 
 
-class ChebyPerTerm(nn.Module):
-    """Same function as graph.ChebyFilter, K+1 separate Linear layers summed (no concatenation)."""
-
-    def __init__(self, hidden, order):
-        super().__init__()
-        self.order = order
-        self.w = nn.ModuleList([nn.Linear(hidden, hidden, bias=(k == 0)) for k in range(order + 1)])
-
-    def forward(self, z, g):
-        l_s = -g.a_hat
-        t_prev, t_cur = z, l_s @ z
-        out = self.w[0](t_prev) + self.w[1](t_cur)
-        for k in range(2, self.order + 1):
-            t_prev, t_cur = t_cur, 2 * (l_s @ t_cur) - t_prev
-            out = out + self.w[k](t_cur)
-        return out
-
-
-class ChebyClenshaw(nn.Module):
-    """Same function: Y = Z [W_0 .. W_K] in one matmul, then Clenshaw's recurrence on the B x h blocks."""
-
-    def __init__(self, hidden, order):
-        super().__init__()
-        self.order, self.hidden = order, hidden
-        self.w = nn.Linear(hidden, hidden * (order + 1))
-
-    def forward(self, z, g):
-        l_s = -g.a_hat
-        ys = self.w(z).split(self.hidden, dim=1)
-        b1 = torch.zeros_like(ys[0])
-        b2 = torch.zeros_like(ys[0])
-        for k in range(self.order, 0, -1):
-            b1, b2 = ys[k] + 2 * (l_s @ b1) - b2, b1
-        return ys[0] + l_s @ b1 - b2
-
-
-class ChebyScalar(nn.Module):
-    """Different parametrisation (NOT the spec's): scalar theta_k per order, one shared W3: (sum_k theta_k T_k Z) W3."""
-
-    def __init__(self, hidden, order):
-        super().__init__()
-        self.order = order
-        self.theta = nn.Parameter(torch.ones(order + 1) / (order + 1))
-        self.w = nn.Linear(hidden, hidden)
-
-    def forward(self, z, g):
-        l_s = -g.a_hat
-        t_prev, t_cur = z, l_s @ z
-        acc = self.theta[0] * t_prev + self.theta[1] * t_cur
-        for k in range(2, self.order + 1):
-            t_prev, t_cur = t_cur, 2 * (l_s @ t_cur) - t_prev
-            acc = acc + self.theta[k] * t_cur
-        return self.w(acc)
-
-
-def extra_cheby(X, device, log):
-    g = graph_mod.batch_graph(X[:BATCH], KNN)
-    z = torch.randn(BATCH, HIDDEN, device=device, requires_grad=True)
-    torch.manual_seed(0)
-    ref = graph_mod.ChebyFilter(HIDDEN, ORDER).to(device)
-    variants = {"ChebyFilter (cat + one Linear)": ref, "per-term Linears, summed": ChebyPerTerm(HIDDEN, ORDER),
-                "Clenshaw (Z W_cat, recurrence)": ChebyClenshaw(HIDDEN, ORDER),
-                "scalar theta_k + shared W3 (not spec)": ChebyScalar(HIDDEN, ORDER),
-                "gcn (reference)": graph_mod.GCNFilter(HIDDEN, ORDER)}
-    # same weights for the exact variants, to confirm they compute the same function
-    w, b = ref.w3.weight.detach(), ref.w3.bias.detach()
-    with torch.no_grad():
-        for k, lin in enumerate(variants["per-term Linears, summed"].w):
-            lin.weight.copy_(w[:, k * HIDDEN:(k + 1) * HIDDEN])
-            if lin.bias is not None:
-                lin.bias.copy_(b)
-        cl = variants["Clenshaw (Z W_cat, recurrence)"].w
-        cl.weight.copy_(torch.cat([w[:, k * HIDDEN:(k + 1) * HIDDEN] for k in range(ORDER + 1)], 0))
-        cl.bias.zero_()
-        cl.bias[:HIDDEN].copy_(b)
-    rows = []
-    with torch.no_grad():
-        want = ref(z, g)
-    for name, mod in variants.items():
-        mod.to(device)
-        with torch.no_grad():
-            got = mod(z, g)
-        same = "-" if "not spec" in name or "gcn" in name else f"{float((got - want).abs().max()):.1e}"
-        fwd = time_ms(lambda: mod(z, g), device)
-
-        def fwd_bwd():
-            mod.zero_grad(set_to_none=True)
-            z.grad = None
-            mod(z, g).sum().backward()
-
-        rows.append([name, f"{fwd:.2f}", f"{time_ms(fwd_bwd, device):.2f}", same,
-                     f"{sum(p.numel() for p in mod.parameters()) / 1e6:.2f}M"])
-    log(table(["filter variant", "fwd ms", "fwd+bwd ms", "max |diff|", "params"], rows,
-              f"Extras C: Chebyshev variants, filter alone (B={BATCH}, h={HIDDEN}, K={ORDER}; medians)"))
-
-
 def extra_adam(X, y, n_classes, args, device, n_steps, log):
     rows = []
     for m in ("gcn", "cheby"):
@@ -475,7 +390,7 @@ def main(argv=None) -> int:
     p.add_argument("--profile_steps", type=int, default=50, help="steps per method for section 2")
     p.add_argument("--methods", nargs="+", default=None, help="subset of the filters and deep baselines")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
-    p.add_argument("--extras", action="store_true", help="also run the ablations (batch size, threads, Chebyshev, Adam)")
+    p.add_argument("--extras", action="store_true", help="also run the ablations (batch size, threads, Adam)")
     a = p.parse_args(argv)
     device = torch.device(a.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -547,17 +462,17 @@ def main(argv=None) -> int:
               f"Step segments on {device} (ms; 'sum' = sum of segment medians, 'total' = median step)"))
 
     # 3
-    idx_ms, perm_ms, n_batches = bench_indexing(X, y, device)
+    idx_ms, epoch_ms, pool_s, n_batches = bench_indexing(X, y, args, device)
     step_ms = med(times["gcn"]) / spe * 1e3 if "gcn" in times else float("nan")
     log(f"\n[3] data loading on {device}: X[idx], y[idx] for a batch of {BATCH}: {idx_ms * 1e3:.0f} us median "
         f"({idx_ms / step_ms * 100:.2f}% of a gcn step of {step_ms:.1f} ms); "
-        f"randperm + split once per epoch: {perm_ms:.2f} ms ({n_batches} batches)")
+        f"an epoch's batch indices (batch_group {args.batch_group}): {epoch_ms:.2f} ms ({n_batches} batches); "
+        f"neighbour pool of the {len(X)} training rows, once per fold: {pool_s:.1f} s")
 
     if a.extras:
         log("\n[extras]")
         extra_batch_size(X, device, log)
         extra_threads(X, y, n_classes, args, device, min(a.profile_steps, 30), log)
-        extra_cheby(X, device, log)
         extra_adam(X, y, n_classes, args, device, min(a.profile_steps, 30), log)
     log(f"\nbenchmark wall time {time.perf_counter() - t_all:.0f} s; load average at the end: %.2f %.2f %.2f"
         % os.getloadavg())

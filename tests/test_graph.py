@@ -10,7 +10,7 @@ from numpy.polynomial import chebyshev
 from scipy.interpolate import BSpline
 
 from graph import (FILTERS, ChebyFilter, FourierFilter, LanczosFilter, SplineFilter, batch_graph, bspline_basis,
-                   knn_adjacency, lanczos)
+                   knn_adjacency, knn_indices, lanczos)
 
 
 def random_graph(n: int, knn: int, seed: int = 0, dim: int = 5):
@@ -40,6 +40,18 @@ def test_knn_adjacency_symmetric_no_self_loops_at_least_knn_neighbours(knn):
     sim.fill_diagonal_(-2)
     for i in range(12):
         assert torch.all(adj[i, sim[i].topk(knn).indices] == 1)
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 100])
+def test_chunked_knn_indices_equal_the_dense_ranking(chunk):
+    feats = torch.randn(40, 6, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    unit = torch.nn.functional.normalize(feats, dim=1)
+    sim = unit @ unit.T
+    sim.fill_diagonal_(-2)
+    want = sim.topk(5, dim=1).indices
+    got = knn_indices(feats, 5, chunk=chunk)
+    assert torch.equal(got, want)
+    assert not (got == torch.arange(40)[:, None]).any()  # never itself
 
 
 def test_knn_larger_than_batch_is_clipped():
@@ -139,15 +151,18 @@ def test_cheby_recursion_equals_explicit_matrix_polynomials():
     n, h, order = 6, 3, 4
     g = random_graph(n, 2, seed=4)
     module = ChebyFilter(h, order).double()
+    with torch.no_grad():
+        module.theta.normal_(generator=torch.Generator().manual_seed(6))  # every order and channel weighs
     z = torch.randn(n, h, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
     out = module(z, g).detach().numpy()
     l_s = g.lap.numpy() - np.eye(n)
-    w, b = module.w3.weight.detach().numpy(), module.w3.bias.detach().numpy()
-    ref = np.tile(b, (n, 1))
+    y = z.numpy() @ module.w3.weight.detach().numpy().T + module.w3.bias.detach().numpy()
+    theta = module.theta.detach().numpy()
+    ref = np.zeros((n, h))
     for k in range(order + 1):
         power = chebyshev.cheb2poly(np.eye(order + 1)[k])  # T_k in the monomial basis
         t_k = sum(c * np.linalg.matrix_power(l_s, j) for j, c in enumerate(power))
-        ref += t_k @ z.numpy() @ w[:, k * h:(k + 1) * h].T
+        ref += t_k @ y * theta[k]
     np.testing.assert_allclose(out, ref, atol=1e-10)
 
 

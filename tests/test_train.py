@@ -13,7 +13,7 @@ import train as train_mod
 from graph import FILTERS
 from losses import hagcn_loss
 from model import HAGCN
-from train import TrainingDiverged, encode, train
+from train import TrainingDiverged, encode, epoch_batches, train
 
 LOSS = partial(hagcn_loss, lambda_=1.0)
 
@@ -142,3 +142,50 @@ def test_resume_equals_an_uninterrupted_run_bit_for_bit(tmp_path, task):
         assert torch.equal(a, b), name
     assert (encode(full, X) == encode(resumed, X)).all()
     assert torch.load(tmp_path / "cut.pt", weights_only=False)["epoch"] == 4
+
+
+# ----------------------------------------------------------------------------- neighbourhood batches
+
+def test_shuffled_batches_partition_the_rows():
+    batches = epoch_batches(37, 8, torch.Generator().manual_seed(0))
+    assert [len(b) for b in batches] == [8, 8, 8, 8, 5]
+    assert sorted(torch.cat(batches).tolist()) == list(range(37))
+
+
+def test_neighbourhood_batches_hold_anchors_with_their_neighbours():
+    n, pool, group, batch = 300, 6, 4, 32
+    gen = torch.Generator().manual_seed(0)
+    neighbours = torch.stack([torch.randperm(n, generator=gen)[:pool] for _ in range(n)])
+    batches = epoch_batches(n, batch, torch.Generator().manual_seed(1), neighbours, group)
+    assert len(batches) == -(-n // batch)                     # as many steps as a shuffled epoch
+    assert all(len(b) == batch for b in batches)
+    groups = torch.cat(batches).view(-1, group)
+    anchors = groups[:, 0]
+    assert len(set(anchors.tolist())) == len(anchors)         # anchors drawn without replacement
+    for row in groups:                                        # every mate is one of its anchor's neighbours
+        assert set(row[1:].tolist()) <= set(neighbours[row[0]].tolist())
+    again = epoch_batches(n, batch, torch.Generator().manual_seed(1), neighbours, group)
+    assert all(torch.equal(a, b) for a, b in zip(batches, again))  # same generator state, same batches
+
+
+def test_neighbourhood_batches_give_the_batch_graph_true_neighbours():
+    """On real data (digits), a neighbourhood batch's k-NN graph links items of the same class far more often than a
+    shuffled batch's: the point of --batch_group."""
+    from sklearn.datasets import load_digits
+
+    from graph import batch_graph, knn_indices
+    X, y = (torch.from_numpy(a) for a in load_digits(return_X_y=True))
+    X = X.float()
+    gen = torch.Generator().manual_seed(0)
+
+    def same_class_edges(batches):
+        hits = total = 0
+        for idx in batches[:-1]:
+            adj = (batch_graph(X[idx], 10).a_hat > 0).float() - torch.eye(len(idx))
+            same = (y[idx][:, None] == y[idx][None, :]).float()
+            hits, total = hits + float((adj * same).sum()), total + float(adj.sum())
+        return hits / total
+
+    shuffled = same_class_edges(epoch_batches(len(X), 64, gen))
+    grouped = same_class_edges(epoch_batches(len(X), 64, gen, knn_indices(X, 20), 8))
+    assert grouped > shuffled + 0.03, (shuffled, grouped)
