@@ -56,15 +56,16 @@ def epoch_batches(n: int, batch_size: int, gen: torch.Generator, neighbours: tor
     """Row indices of one epoch's mini-batches, drawn on the CPU with `gen`, moved to `device` in one copy.
 
     Without `neighbours`: a shuffled partition of the n rows. With `neighbours` (n, m), the precomputed k-NN of
-    the training rows: each batch holds batch_size // group anchors, shuffled without replacement, each followed
-    by group - 1 of its m neighbours drawn at random; an epoch has as many batches, ceil(n / batch_size), as a
-    shuffled one. A random batch of 128 out of 56,000 items holds almost none of an item's true neighbours, so
+    the training rows: each batch holds batch_size // group anchors (group capped at batch_size), shuffled
+    without replacement, each followed by group - 1 of its m neighbours drawn at random; an epoch has as many
+    batches, ceil(n / batch_size), as a shuffled one. A random batch of 128 out of 56,000 items holds almost none of an item's true neighbours, so
     its k-NN graph links near-strangers; these batches hold real neighbourhoods.
     """
     perm = torch.randperm(n, generator=gen)
     if neighbours is None:
         return perm.to(device).split(batch_size)
-    per_batch = max(batch_size // group, 1)
+    group = min(group, batch_size)
+    per_batch = batch_size // group
     anchors = perm[:math.ceil(n / batch_size) * per_batch]
     pick = torch.randint(neighbours.shape[1], (len(anchors), group - 1), generator=gen)
     rows = torch.cat([anchors[:, None], neighbours[anchors[:, None], pick]], dim=1)

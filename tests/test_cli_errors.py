@@ -88,6 +88,10 @@ def case_argv(tmp: Path, name: str) -> tuple[list[str], list[str], int]:
         return ["--knn", "8", "--batch_size", "8"], ["--knn 8", "--batch_size 8"], 2
     if name == "k_0":
         return ["--k", "0"], ["--k 0"], 2
+    if name == "batch_group_0":
+        return ["--batch_group", "0"], ["--batch_group 0"], 2
+    if name == "neighbour_pool_0":
+        return ["--neighbour_pool", "0"], ["--neighbour_pool 0"], 2
     if name == "unknown_task":
         return ["--task", "gcn", "wavelet"], ["--task wavelet", "unknown"], 2
     if name == "unknown_method":
@@ -114,8 +118,8 @@ def case_argv(tmp: Path, name: str) -> tuple[list[str], list[str], int]:
 CASES = ["root_missing", "root_empty", "root_no_class_folders", "empty_class_folder", "corrupt_npy", "truncated_npy",
          "different_lengths", "nan_values", "inf_values", "not_1_by_d", "num_cls_disagrees", "too_few_items",
          "too_few_for_split", "folds_exceed_items", "hash_len_0", "hash_len_100000", "batch_size_1", "knn_ge_batch",
-         "k_0", "unknown_task", "unknown_method", "cuda_without_cuda", "config_missing", "config_invalid_yaml",
-         "config_bad_value", "log_dir_under_file", "non_npy_ignored"]
+         "k_0", "batch_group_0", "neighbour_pool_0", "unknown_task", "unknown_method", "cuda_without_cuda",
+         "config_missing", "config_invalid_yaml", "config_bad_value", "log_dir_under_file", "non_npy_ignored"]
 
 
 @pytest.fixture(scope="module")
