@@ -17,6 +17,7 @@ import sys
 import time
 from functools import cache, partial
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -105,7 +106,8 @@ def neighbour_pool(X_train: np.ndarray, args) -> torch.Tensor | None:
 
 
 def fit_and_encode(method: str, task: str, bits: int, X: np.ndarray, y: np.ndarray, split: Split,
-                   n_classes: int, args, run_dir: Path, desc: str, pool) -> tuple[np.ndarray, np.ndarray, float]:
+                   n_classes: int, args, run_dir: Path, desc: str,
+                   pool: Callable[[], torch.Tensor | None]) -> tuple[np.ndarray, np.ndarray, float]:
     """Fit on the training split only; return the query codes, database codes and training seconds.
     `pool()` gives the training rows' neighbour pool (computed once per fold, by the first deep run)."""
     if method in baselines.CLOSED_FORM:
