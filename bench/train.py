@@ -36,8 +36,7 @@ import baselines  # noqa: E402
 import graph as graph_mod  # noqa: E402
 from arguments import FILTER_NAMES, build_parser  # noqa: E402
 from data import load_fashion_mnist, make_splits, standardise  # noqa: E402
-from main import build_hagcn  # noqa: E402
-from graph import knn_indices  # noqa: E402
+from main import build_hagcn, neighbour_pool  # noqa: E402
 from train import epoch_batches, train  # noqa: E402
 
 DEEP_BASELINES = ["bihalf", "dsh", "hashnet", "shc"]
@@ -129,10 +128,8 @@ def bench_epochs(methods, X, y, n_classes, args, device, steps, epochs, reps, lo
         prepare_s[m] = time.perf_counter() - t
         states[m] = {k: v.clone() for k, v in model.state_dict().items()}
 
-    def pool_of(Xr):  # the neighbour pool main.py computes once per fold, outside the timing
-        return knn_indices(Xr, min(args.neighbour_pool, len(Xr) - 1)).cpu() if args.batch_group > 1 else None
-
-    pools = {len(Xs): pool_of(Xs), 4 * BATCH: pool_of(X[:4 * BATCH])}
+    # the neighbour pool main.py computes once per fold, outside the timing
+    pools = {len(Xr): neighbour_pool(Xr.cpu().numpy(), args) for Xr in (Xs, X[:4 * BATCH])}
 
     def run_once(m, Xr, yr, ne):
         model, loss_fn = build(m, X.shape[1], n_classes, args)
@@ -286,7 +283,7 @@ def bench_indexing(X, y, args, device, n=200):
     sync = sync_fn(device)
     sync()
     t = time.perf_counter()
-    pool = knn_indices(X, min(args.neighbour_pool, len(X) - 1)).cpu() if args.batch_group > 1 else None
+    pool = neighbour_pool(X.cpu().numpy(), args)
     sync()
     pool_s = time.perf_counter() - t
     t = time.perf_counter()
@@ -413,6 +410,7 @@ def main(argv=None) -> int:
     check_device(device, "X, y", X, y)
     n_classes = len(data.classes)
     args = project_args(seed=0)
+    args.device = str(device)  # where main.neighbour_pool computes the pool
 
     deep, note = available_baselines()
     methods = list(FILTER_NAMES) + deep
