@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import faiss
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -18,17 +20,12 @@ import torch.nn.functional as F
 # ----------------------------------------------------------------------------- the batch graph
 
 @torch.no_grad()
-def knn_indices(feats: torch.Tensor, knn: int, chunk: int = 1024) -> torch.Tensor:
-    """(n, knn) indices of each row's `knn` most cosine-similar other rows, computed `chunk` rows at a time
-    (never an n x n matrix when n > chunk)."""
+def knn_indices(feats: torch.Tensor, knn: int) -> torch.Tensor:
+    """(n, knn) indices of each row's `knn` most cosine-similar other rows, for the rows of one batch (n x n)."""
     unit = F.normalize(feats.detach(), dim=1)
-    out = []
-    for start in range(0, len(unit), chunk):
-        sim = unit[start:start + chunk] @ unit.T
-        rows = torch.arange(sim.shape[0], device=sim.device)
-        sim[rows, rows + start] = -math.inf
-        out.append(sim.topk(knn, dim=1).indices)
-    return torch.cat(out)
+    sim = unit @ unit.T
+    sim.fill_diagonal_(-math.inf)
+    return sim.topk(knn, dim=1).indices
 
 
 @torch.no_grad()
@@ -39,7 +36,7 @@ def knn_adjacency(feats: torch.Tensor, knn: int) -> torch.Tensor:
     adj = torch.zeros(n, n, dtype=feats.dtype, device=feats.device)
     if k < 1:
         return adj
-    adj.scatter_(1, knn_indices(feats, k, chunk=n), 1.0)
+    adj.scatter_(1, knn_indices(feats, k), 1.0)
     return torch.maximum(adj, adj.T)
 
 
@@ -64,14 +61,98 @@ class BatchGraph:
 
 
 @torch.no_grad()
-def batch_graph(feats: torch.Tensor, knn: int) -> BatchGraph:
-    """Build the normalised k-NN graph of one batch with self-loops (A_tilde = A + I), as data."""
-    feats = feats.detach()
-    eye = torch.eye(feats.shape[0], dtype=feats.dtype, device=feats.device)
-    a_tilde = knn_adjacency(feats, knn) + eye
+def normalised_graph(adj: torch.Tensor) -> BatchGraph:
+    """A_hat = D^-1/2 (A + I) D^-1/2 of a symmetric adjacency without self-loops (0/1 or weighted), as data."""
+    adj = adj.detach()
+    eye = torch.eye(adj.shape[0], dtype=adj.dtype, device=adj.device)
+    a_tilde = adj + eye
     d_inv_sqrt = a_tilde.sum(dim=1).rsqrt()
     a_hat = d_inv_sqrt[:, None] * a_tilde * d_inv_sqrt[None, :]
     return BatchGraph(a_hat, eye - a_hat)
+
+
+@torch.no_grad()
+def batch_graph(feats: torch.Tensor, knn: int) -> BatchGraph:
+    """The normalised k-NN graph among the rows of one batch (the paper's batch graph), as data."""
+    return normalised_graph(knn_adjacency(feats.detach(), knn))
+
+
+# ----------------------------------------------------------------------------- the global neighbourhood graph
+# The k-NN graph of the whole training split, computed once per fold: a batch of 128 out of 56,000 items sees only
+# a sliver of it, so the batch graph's edges (and the similarity target) can come from it, restricted to the batch.
+
+EXACT_MAX_ROWS = 300_000  # exact k-NN (faiss IndexFlatIP) up to this many rows, an IVF index above
+SEARCH_CHUNK = 16_384     # query rows per faiss search call: bounds the (chunk, k) result buffers
+
+
+def unit_rows(X: np.ndarray) -> np.ndarray:
+    """float32 copy of X with rows scaled to unit length, so that inner product = cosine (zero rows stay zero)."""
+    X = np.asarray(X, dtype=np.float32)
+    norms = np.linalg.norm(X, axis=1, keepdims=True)
+    return np.ascontiguousarray(X / np.maximum(norms, 1e-12))
+
+
+def knn_index(unit: np.ndarray, exact_max: int = EXACT_MAX_ROWS, nprobe: int = 32, seed: int = 0) -> faiss.Index:
+    """A faiss inner-product index over unit rows: exact (IndexFlatIP) up to `exact_max` rows; above, IndexIVFFlat
+    with 4 sqrt(n) lists trained by k-means on a seeded sample, searching `nprobe` lists (approximate: see
+    knn_recall)."""
+    n, d = unit.shape
+    if n <= exact_max:
+        index = faiss.IndexFlatIP(d)
+    else:
+        nlist = int(4 * math.sqrt(n))
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
+        index.cp.seed = seed
+        sample = np.random.default_rng(seed).choice(n, min(n, 64 * nlist), replace=False)
+        index.train(unit[np.sort(sample)])
+        index.nprobe = nprobe
+    index.add(unit)
+    return index
+
+
+def search_without_self(index: faiss.Index, unit: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
+    """(len(rows), k) int64: the k nearest indexed rows of unit[rows] other than the row itself, nearest first.
+    A row absent from its own result (an exact duplicate ranked first, or an approximate index) loses its k+1-th."""
+    out = np.empty((len(rows), k), dtype=np.int64)
+    for start in range(0, len(rows), SEARCH_CHUNK):
+        chunk = rows[start:start + SEARCH_CHUNK]
+        _, found = index.search(unit[chunk], k + 1)
+        if (found < 0).any():
+            raise RuntimeError(f"the k-NN index returned fewer than {k + 1} neighbours; raise nprobe")
+        keep = found != chunk[:, None]
+        keep[keep.all(axis=1), -1] = False
+        out[start:start + len(chunk)] = found[keep].reshape(len(chunk), k)
+    return out
+
+
+def knn_graph(X: np.ndarray, k: int, exact_max: int = EXACT_MAX_ROWS) -> np.ndarray:
+    """(n, k) int64 indices of each row's k most cosine-similar other rows, nearest first (faiss; exact up to
+    `exact_max` rows, see knn_index)."""
+    unit = unit_rows(X)
+    if not 1 <= k < len(unit):
+        raise ValueError(f"k = {k} neighbours need more than k rows, got {len(unit)}")
+    return search_without_self(knn_index(unit, exact_max), unit, np.arange(len(unit)), k)
+
+
+def knn_recall(X: np.ndarray, neighbours: np.ndarray, sample: int = 1000, seed: int = 0) -> float:
+    """Recall of a k-NN graph against exact search, on `sample` seeded random rows: the mean fraction of each
+    row's exact k nearest other rows that its list holds."""
+    unit = unit_rows(X)
+    rows = np.sort(np.random.default_rng(seed).choice(len(unit), min(sample, len(unit)), replace=False))
+    exact = search_without_self(knn_index(unit, exact_max=len(unit)), unit, rows, neighbours.shape[1])
+    hits = (neighbours[rows][:, :, None] == exact[:, None, :]).any(axis=2)
+    return float(hits.mean())
+
+
+@torch.no_grad()
+def batch_adjacency(neighbours: torch.Tensor, idx: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(B, B) 0/1 adjacency of the batch rows `idx` in the global k-NN graph `neighbours` (n, k): i ~ j when idx_j
+    is among idx_i's neighbours or the reverse, or both are the same item (drawn twice); no self-loops."""
+    nb = neighbours[idx]
+    adj = (nb[:, :, None] == idx[None, None, :]).any(dim=1)
+    adj = adj | adj.T | (idx[:, None] == idx[None, :])
+    adj.fill_diagonal_(False)
+    return adj.to(dtype)
 
 
 # ----------------------------------------------------------------------------- spectral helpers
@@ -218,7 +299,19 @@ class LanczosFilter(nn.Module):
         return r @ (response[:, None] * (r.T @ self.w3(z)))
 
 
+class IdentityFilter(nn.Module):
+    """The ablation without a graph: Z3 = Z W3 (every graph frequency passed unchanged, no neighbour mixing)."""
+
+    def __init__(self, hidden: int, order: int):
+        super().__init__()
+        self.w3 = nn.Linear(hidden, hidden)
+
+    def forward(self, z: torch.Tensor, graph: BatchGraph) -> torch.Tensor:
+        return self.w3(z)
+
+
 FILTERS: dict[str, type[nn.Module]] = {
+    "identity": IdentityFilter,
     "gcn": GCNFilter,
     "fourier": FourierFilter,
     "spline": SplineFilter,

@@ -173,7 +173,7 @@ def test_neighbourhood_batches_give_the_batch_graph_true_neighbours():
     shuffled batch's: the point of --batch_group."""
     from sklearn.datasets import load_digits
 
-    from graph import batch_graph, knn_indices
+    from graph import batch_graph, knn_graph
     X, y = (torch.from_numpy(a) for a in load_digits(return_X_y=True))
     X = X.float()
     gen = torch.Generator().manual_seed(0)
@@ -187,5 +187,5 @@ def test_neighbourhood_batches_give_the_batch_graph_true_neighbours():
         return hits / total
 
     shuffled = same_class_edges(epoch_batches(len(X), 64, gen))
-    grouped = same_class_edges(epoch_batches(len(X), 64, gen, knn_indices(X, 20), 8))
+    grouped = same_class_edges(epoch_batches(len(X), 64, gen, torch.from_numpy(knn_graph(X.numpy(), 20)), 8))
     assert grouped > shuffled + 0.03, (shuffled, grouped)
