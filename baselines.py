@@ -1,6 +1,6 @@
 """Hashing baselines, trained and evaluated on the same embeddings, splits and metric as HAGCN.
 
-Unsupervised closed-form methods: LSH, PCAH, ITQ and SH. Each is a small class whose `fit(X, n_bits, seed)` sees
+Unsupervised closed-form methods: LSH, PCAH, ITQ, SH and AGH. Each is a small class whose `fit(X, n_bits, seed)` sees
 the (standardised) training split only and whose `encode(X)` turns any split into (n, n_bits) uint8 {0,1} bits.
 `CLOSED_FORM` names them for the CLI and `fit_encode` runs one end to end. Deep methods (Bi-half, DSH,
 HashNet, SHC) are a module from model.py plus a loss from losses.py, trained by the one loop in train.py: `DEEP`.
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from functools import partial
 
+import faiss
 import numpy as np
 
 import losses
@@ -117,7 +118,61 @@ class SH:
         return (np.sin(np.pi / 2 + self.freq * (V[:, dims] - self.lo[dims])) > 0).astype(np.uint8)
 
 
-CLOSED_FORM = {"lsh": LSH, "pcah": PCAH, "itq": ITQ, "sh": SH}
+class AGH:
+    """Anchor graph hashing (Liu, Wang, Kumar & Chang, ICML 2011), one layer.
+
+    m anchors U by k-means on the training split; each item x links to its s nearest anchors with weights
+    z(x)_j = exp(-||x - u_j||^2 / t) normalised to sum 1 (t: the mean squared distance to the s-th nearest anchor),
+    so Z (n x m) defines the anchor graph A = Z Lambda^-1 Z^T, Lambda = diag(Z^T 1). Its top eigenvectors come from
+    the m x m matrix M = Lambda^-1/2 Z^T Z Lambda^-1/2 = V Sigma V^T: with the trivial pair (sigma = 1, the constant
+    code) deflated,
+    W = sqrt(n) Lambda^-1/2 V_r Sigma_r^-1/2 (eq. 9 of the paper) and the code of any item, seen or new, is
+    sign(z(x) W): inductive, from x and the anchors alone."""
+
+    def __init__(self, n_anchors: int = 300, n_nearest: int = 3):
+        self.n_anchors, self.n_nearest = n_anchors, n_nearest
+
+    def fit(self, X: np.ndarray, n_bits: int, seed: int) -> AGH:
+        X = np.ascontiguousarray(X, dtype=np.float32)
+        m = min(self.n_anchors, len(X))
+        if not 1 <= n_bits < m:
+            raise ValueError(f"AGH: {n_bits} bits need more than {n_bits} anchors, got {m} (training items: {len(X)})")
+        kmeans = faiss.Kmeans(X.shape[1], m, niter=20, seed=seed, max_points_per_centroid=1000)
+        kmeans.train(X)
+        self.anchors = kmeans.centroids
+        dist, _ = self.nearest_anchors(X)
+        self.bandwidth = float(dist[:, -1].mean()) or 1.0
+        Z = self.anchor_weights(X)
+        lam = Z.sum(axis=0)                                             # Lambda = diag(Z^T 1)
+        scale = 1.0 / np.sqrt(np.maximum(lam, 1e-12))
+        M = scale[:, None] * (Z.T @ Z) * scale[None, :]
+        trivial = np.sqrt(lam) / np.linalg.norm(np.sqrt(lam))          # M's eigenvector of the constant code, sigma 1
+        sigma, V = np.linalg.eigh(M - np.outer(trivial, trivial))       # deflated: exact even with several components
+        sigma, V = sigma[::-1][:n_bits], V[:, ::-1][:, :n_bits]
+        V = V * np.sign(V[np.abs(V).argmax(axis=0), np.arange(n_bits)])  # signs fixed: codes independent of LAPACK
+        self.W = np.sqrt(len(X)) * scale[:, None] * V / np.sqrt(np.maximum(sigma, 1e-12))
+        return self
+
+    def nearest_anchors(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Squared distances (n, s) and indices (n, s) of each row's s nearest anchors (exact, faiss)."""
+        index = faiss.IndexFlatL2(self.anchors.shape[1])
+        index.add(self.anchors)
+        return index.search(np.ascontiguousarray(X, dtype=np.float32), min(self.n_nearest, len(self.anchors)))
+
+    def anchor_weights(self, X: np.ndarray) -> np.ndarray:
+        """Z (n, m): kernel weights to the s nearest anchors, each row summing to 1 (dense; m is small)."""
+        dist, idx = self.nearest_anchors(X)
+        dist = dist.astype(np.float64)
+        w = np.exp(-(dist - dist[:, :1]) / self.bandwidth)             # shifted by the nearest: same after normalising
+        Z = np.zeros((len(X), len(self.anchors)), dtype=np.float64)
+        np.put_along_axis(Z, idx, w / w.sum(axis=1, keepdims=True), axis=1)
+        return Z
+
+    def encode(self, X: np.ndarray) -> np.ndarray:
+        return (self.anchor_weights(X) @ self.W > 0).astype(np.uint8)
+
+
+CLOSED_FORM = {"lsh": LSH, "pcah": PCAH, "itq": ITQ, "sh": SH, "agh": AGH}
 
 
 def fit_encode(name: str, X_train: np.ndarray, X_query: np.ndarray, X_db: np.ndarray, n_bits: int,

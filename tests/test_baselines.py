@@ -1,4 +1,4 @@
-"""Closed-form baselines (LSH, PCAH, ITQ, SH): each checked against the property that defines it, plus a retrieval
+"""Closed-form baselines (LSH, PCAH, ITQ, SH, AGH): each checked against the property that defines it, plus a retrieval
 sanity check on scikit-learn's digits against an in-test numpy mAP@100."""
 from __future__ import annotations
 
@@ -112,6 +112,41 @@ def test_sh_first_mode_splits_the_range_in_half():
     assert tuple(model.modes[0]) == (0, 1)  # widest axis, first mode
     v = (X - model.mean) @ model.W[:, 0]
     np.testing.assert_array_equal(model.encode(X)[:, 0], (v < (v.min() + v.max()) / 2).astype(np.uint8))
+
+
+def two_clusters(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 2
+    return (rng.normal(size=(n, 10)) + 6.0 * y[:, None]).astype(np.float32), y
+
+
+def test_agh_first_bit_separates_two_clusters_and_encodes_unseen_items():
+    """The first non-trivial eigenvector of the anchor graph is its cut: one bit splits two clusters, for the
+    training items and for new items encoded from their anchors alone."""
+    X, y = two_clusters(600, seed=0)
+    model = baselines.AGH(n_anchors=40, n_nearest=3).fit(X, 4, seed=0)
+    X_new, y_new = two_clusters(200, seed=1)
+    for data, labels in ((X, y), (X_new, y_new)):
+        bit = model.encode(data)[:, 0]
+        assert len(set(bit[labels == 0])) == 1 and len(set(bit[labels == 1])) == 1 and bit[0] != bit[1]
+    np.testing.assert_array_equal(model.encode(X_new[:7]), model.encode(X_new)[:7])   # item by item
+
+
+def test_agh_embedding_is_balanced_and_orthonormal_on_the_training_items():
+    """Y = Z W solves the spectral problem with the constraints of the paper: 1^T Y = 0 and Y^T Y / n = I."""
+    X = anisotropic(500, 8)
+    model = baselines.AGH(n_anchors=50, n_nearest=3).fit(X, 6, seed=0)
+    Z = model.anchor_weights(X)
+    np.testing.assert_allclose(Z.sum(axis=1), 1.0)
+    assert (np.count_nonzero(Z, axis=1) == 3).all()
+    Y = Z @ model.W
+    np.testing.assert_allclose(Y.sum(axis=0) / len(X), 0.0, atol=1e-8)
+    np.testing.assert_allclose(Y.T @ Y / len(X), np.eye(6), atol=1e-8)
+
+
+def test_agh_rejects_more_bits_than_anchors():
+    with pytest.raises(ValueError, match="anchors"):
+        baselines.AGH(n_anchors=10).fit(anisotropic(100, 4), 16, seed=0)
 
 
 # -----------------------------------------------------------------------------
