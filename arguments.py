@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 import yaml
 
-FILTER_NAMES = ["gcn", "fourier", "spline", "cheby", "lanczos"]
-METHOD_NAMES = ["hagcn", "lsh", "pcah", "itq", "sh", "bihalf", "dsh", "hashnet", "shc"]
+FILTER_NAMES = ["gcn", "fourier", "spline", "cheby", "lanczos", "identity"]
+METHOD_NAMES = ["hagcn", "lsh", "pcah", "itq", "sh", "agh", "bihalf", "dsh", "hashnet", "shc"]
 MAX_BITS = 4096
 
 
@@ -53,6 +53,11 @@ def build_parser() -> Parser:
       help="neighbourhood batches: batch_size // G training items, each with G - 1 of its nearest training items "
            "(1: shuffled batches)")
     a("--neighbour_pool", type=int, default=50, help="--batch_group draws each item's mates from its this many neighbours")
+    a("--graph_edges", choices=["diffusion", "global", "batch"], default="diffusion",
+      help="batch graph: k-NN among the batch's items in their diffusion coordinates in the global k-NN graph of the "
+           "training split, the global k-NN graph restricted to the batch, or k-NN among the batch's own inputs (paper)")
+    a("--diffusion_dims", type=int, default=64, help="diffusion coordinates: this many lowest graph frequencies")
+    a("--diffusion_t", type=float, default=8.0, help="diffusion coordinates: eigenvalue^t scaling (diffusion time)")
     a("--hash_head", choices=["linear", "mlp"], default="mlp",
       help="linear: H = X W2 (paper); mlp: H = MLP(Z1) on the encoder output")
     a("--graph_source", choices=["input", "encoder"], default="input", help="features the batch graph is built on")
@@ -60,7 +65,9 @@ def build_parser() -> Parser:
     a("--alpha_max", type=float, default=10.0, help="final alpha (geometric growth over the epochs)")
     a("--tau", type=float, default=0.5, help="bit threshold: b = sign(P - tau)")
     a("--loss_form", choices=["ours", "paper_repo"], default="ours", help="similarity term of the HAGCN loss")
-    a("--sim_target", choices=["knn", "cosine"], default="knn", help="similarity target S of the 'ours' loss")
+    a("--sim_target", choices=["diffusion", "knn", "cosine"], default="diffusion",
+      help="similarity target S of the 'ours' loss: cosine of the diffusion coordinates, the batch graph's edges, or "
+           "cosine of the inputs")
     a("--lambda_", type=float, default=1.0, help="weight of the similarity term (paper repo: 1e-4)")
     # optimisation
     a("--num_epochs", type=int, default=50)
@@ -170,6 +177,8 @@ def check_args(args: argparse.Namespace) -> None:
     need(args.batch_group >= 1, f"--batch_group {args.batch_group}: must be at least 1")
     need(args.neighbour_pool >= 1, f"--neighbour_pool {args.neighbour_pool}: must be at least 1")
     need(args.k >= 1, f"--k {args.k}: the filter order must be at least 1")
+    need(args.diffusion_dims >= 1, f"--diffusion_dims {args.diffusion_dims}: must be at least 1")
+    need(args.diffusion_t >= 0, f"--diffusion_t {args.diffusion_t}: must be non-negative")
     if args.knn is not None:
         need(1 <= args.knn < args.batch_size,
              f"--knn {args.knn}: must be at least 1 and below --batch_size {args.batch_size}")

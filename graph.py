@@ -12,9 +12,11 @@ from dataclasses import dataclass, field
 
 import faiss
 import numpy as np
+import scipy.sparse as sp
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from scipy.sparse.linalg import LinearOperator, eigsh
 
 
 # ----------------------------------------------------------------------------- the batch graph
@@ -142,6 +144,33 @@ def knn_recall(X: np.ndarray, neighbours: np.ndarray, sample: int = 1000, seed: 
     exact = search_without_self(knn_index(unit, exact_max=len(unit)), unit, rows, neighbours.shape[1])
     hits = (neighbours[rows][:, :, None] == exact[:, None, :]).any(axis=2)
     return float(hits.mean())
+
+
+def normalised_sparse_adjacency(neighbours: np.ndarray) -> sp.csr_matrix:
+    """A_hat = D^-1/2 (A + I) D^-1/2 of the symmetrised k-NN graph A = max(W, W^T), W_ij = 1 for j in N(i); sparse."""
+    n, k = neighbours.shape
+    W = sp.csr_matrix((np.ones(n * k), neighbours.ravel(), np.arange(0, n * k + 1, k)), shape=(n, n))
+    A = ((W + W.T) > 0).astype(np.float64) + sp.eye(n)
+    d_inv_sqrt = 1.0 / np.sqrt(np.asarray(A.sum(axis=1)).ravel())
+    return (sp.diags(d_inv_sqrt) @ A @ sp.diags(d_inv_sqrt)).tocsr()
+
+
+def diffusion_map(neighbours: np.ndarray, dims: int, t: float) -> np.ndarray:
+    """(n, dims) float32 diffusion coordinates of the global k-NN graph (Coifman & Lafon 2006): the top non-trivial
+    eigenvectors u_i of A_hat (the lowest frequencies of Lap = I - A_hat) scaled by their eigenvalue^t, centred.
+    Their inner products are the low-pass kernel sum_i lam_i^2t u_i u_i^T ~ A_hat^2t: items joined by many short
+    paths (one cluster of the manifold) get similar coordinates even when they are not each other's neighbours."""
+    a_hat = normalised_sparse_adjacency(neighbours)
+    n = a_hat.shape[0]
+    dims = min(dims, n - 2)
+    trivial = 1.0 / np.sqrt(a_hat.diagonal())        # sqrt(degree), as A_hat_ii = 1 / d_i: the eigenvector of 1
+    trivial /= np.linalg.norm(trivial)
+    deflated = LinearOperator((n, n), matvec=lambda v: a_hat @ v - trivial * (trivial @ v), dtype=np.float64)
+    lam, u = eigsh(deflated, k=dims, which="LA", v0=np.ones(n), tol=1e-6)   # deflated: exact with several components
+    order = np.argsort(lam)[::-1]                                             # fixed start vector: reproducible
+    coords = u[:, order] * np.clip(lam[order], 0.0, 1.0) ** t
+    coords = coords * np.sign(coords[np.abs(coords).argmax(axis=0), np.arange(dims)])  # sign fixed: not eigsh's
+    return np.ascontiguousarray(coords - coords.mean(axis=0), dtype=np.float32)
 
 
 @torch.no_grad()

@@ -6,13 +6,18 @@ import torch.nn.functional as F
 
 
 @torch.no_grad()
-def similarity_target(x: torch.Tensor, a_hat: torch.Tensor, kind: str) -> torch.Tensor:
+def similarity_target(x: torch.Tensor, a_hat: torch.Tensor | None, kind: str,
+                      coords: torch.Tensor | None = None) -> torch.Tensor:
     """Batch similarity target S in [-1, 1] for the code inner products.
 
-    cosine: S_ij = cos(x_i, x_j).   knn: S_ij = 1 for k-NN graph neighbours (and i = j), else 0.
+    cosine: S_ij = cos(x_i, x_j).   knn: S_ij = 1 for batch-graph neighbours (and i = j), else 0.
+    diffusion: S_ij = cos(c_i, c_j) of the items' diffusion coordinates in the global k-NN graph (graph.diffusion_map):
+    a low-pass kernel of the whole training graph, which links items of one cluster that are not neighbours.
     """
-    if kind == "cosine":
-        unit = F.normalize(x, dim=1)
+    if kind in ("cosine", "diffusion"):
+        if kind == "diffusion" and coords is None:
+            raise ValueError("the diffusion target needs the batch's diffusion coordinates")
+        unit = F.normalize(x if kind == "cosine" else coords, dim=1)
         return unit @ unit.T
     if kind == "knn":
         return (a_hat > 0).to(x.dtype)
@@ -33,7 +38,7 @@ def hagcn_loss(out: dict, x: torch.Tensor, y: torch.Tensor, *, lambda_: float, f
     if form == "paper_repo":
         z1 = out["z1"]
         return recon + lambda_ * ((ps @ ps.T - n_bits * (z1 @ z1.T) / n) ** 2).mean()
-    s = similarity_target(x, out["a_hat"], target)
+    s = similarity_target(x, out["a_hat"], target, out.get("coords"))
     return recon + lambda_ * ((ps @ ps.T / n_bits - s) ** 2).mean()
 
 

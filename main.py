@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from functools import cache, partial
 from pathlib import Path
 from typing import Callable
@@ -26,7 +27,7 @@ import baselines
 from arguments import ArgError, parse_args
 from data import DataError, Dataset, Split, load_dataset, make_splits, standardise
 from evaluate import evaluate_codes
-from graph import knn_indices
+from graph import diffusion_map, knn_graph
 from losses import hagcn_loss
 from model import HAGCN
 from train import CheckpointError, TrainingDiverged, atomic_save, encode, train
@@ -38,7 +39,8 @@ CSV_COLUMNS = ["dataset", "method", "task", "k", "knn", "tau", "hash_len", "topk
                "metric", "run_id", "finished"]
 RUN_KEYS = ["dataset", "root_dir", "subsample", "split", "folds", "query_per_class", "num_train", "k", "knn",
             "hidden", "hash_head", "graph_source", "alpha", "alpha_max", "tau", "loss_form", "sim_target",
-            "lambda_", "num_epochs", "batch_size", "batch_group", "neighbour_pool", "lr", "seed", "topk", "metric"]
+            "lambda_", "num_epochs", "batch_size", "batch_group", "neighbour_pool", "graph_edges", "diffusion_dims",
+            "diffusion_t", "lr", "seed", "topk", "metric"]
 EVAL_KEYS = {"topk", "metric"}  # change only the evaluation: a run differing in these reuses the trained codes
 
 
@@ -96,20 +98,61 @@ def build_hagcn(task: str, bits: int, d_in: int, args) -> tuple[HAGCN, partial]:
     return model, partial(hagcn_loss, lambda_=args.lambda_, form=args.loss_form, target=args.sim_target)
 
 
-def neighbour_pool(X_train: np.ndarray, args) -> torch.Tensor | None:
-    """Each training row's --neighbour_pool nearest training rows (cosine), for neighbourhood batches
-    (train.epoch_batches); None for shuffled batches (--batch_group 1)."""
-    if args.batch_group <= 1 or len(X_train) < 2:
-        return None
-    feats = torch.from_numpy(X_train).to(args.device)
-    return knn_indices(feats, min(args.neighbour_pool, len(X_train) - 1)).cpu()
+def uses_diffusion(args) -> bool:
+    return args.graph_edges == "diffusion" or (args.sim_target == "diffusion" and args.loss_form == "ours")
+
+
+def graph_width(args) -> int:
+    """Neighbours per row of the global graph: enough for neighbourhood batches, the batch edges and the diffusion
+    map; 0 when nothing needs the graph."""
+    pool = args.neighbour_pool if args.batch_group > 1 else 0
+    return max(pool, args.knn if args.graph_edges == "global" or uses_diffusion(args) else 0)
+
+
+@dataclass
+class GlobalGraph:
+    """The global neighbourhood graph of a fold's training rows (CPU tensors): `neighbours` (n, k), nearest first,
+    and `coords` (n, c), the diffusion coordinates (None when no option uses them)."""
+    neighbours: torch.Tensor | None
+    coords: torch.Tensor | None
+
+
+def global_graph(X_train: np.ndarray, args, cache_dir: Path | None = None) -> GlobalGraph:
+    """Each training row's graph_width(args) nearest training rows (cosine, faiss: graph.knn_graph) and the diffusion
+    map of the --knn graph (graph.diffusion_map). Kept in `cache_dir` under a hash of the rows and the settings, so
+    every filter, code length and later run of a fold shares one build."""
+    k = min(graph_width(args), len(X_train) - 1)
+    if k < 1:
+        return GlobalGraph(None, None)
+    dims = (args.diffusion_dims, args.diffusion_t, args.knn) if uses_diffusion(args) else None
+    path = None
+    if cache_dir is not None:
+        rows = hashlib.sha1(np.ascontiguousarray(X_train).view(np.uint8)).hexdigest()
+        path = cache_dir / f"graph-{hashlib.sha1(f'{rows} {k} {dims}'.encode()).hexdigest()[:16]}.npz"
+        if path.is_file():
+            with np.load(path) as z:
+                return GlobalGraph(torch.from_numpy(z["neighbours"]),
+                                   torch.from_numpy(z["coords"]) if "coords" in z else None)
+    t0 = time.perf_counter()
+    neighbours = knn_graph(X_train, k)
+    saved = {"neighbours": neighbours}
+    if dims is not None:
+        saved["coords"] = diffusion_map(neighbours[:, :min(args.knn, k)], args.diffusion_dims, args.diffusion_t)
+    print(f"global graph of {len(X_train)} training rows ({k}-NN{', diffusion map' if dims else ''}): "
+          f"{time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    if path is not None:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.npz")
+        np.savez(tmp, **saved)
+        os.replace(tmp, path)
+    return GlobalGraph(torch.from_numpy(neighbours), torch.from_numpy(saved["coords"]) if dims else None)
 
 
 def fit_and_encode(method: str, task: str, bits: int, X: np.ndarray, y: np.ndarray, split: Split,
                    n_classes: int, args, run_dir: Path, desc: str,
-                   pool: Callable[[], torch.Tensor | None]) -> tuple[np.ndarray, np.ndarray, float]:
+                   graph: Callable[[], GlobalGraph]) -> tuple[np.ndarray, np.ndarray, float]:
     """Fit on the training split only; return the query codes, database codes and training seconds.
-    `pool()` gives the training rows' neighbour pool (computed once per fold, by the first deep run)."""
+    `graph()` gives the training rows' global neighbourhood graph (built once per fold, by the first deep run)."""
     if method in baselines.CLOSED_FORM:
         t0 = time.perf_counter()
         coder = baselines.CLOSED_FORM[method]().fit(X[split.train], bits, args.seed)
@@ -125,10 +168,14 @@ def fit_and_encode(method: str, task: str, bits: int, X: np.ndarray, y: np.ndarr
     model.to(device)
     X_all = torch.from_numpy(X).to(device)
     y_train = torch.from_numpy(y[split.train]).to(device)
+    g = graph()
     seconds = train(model, loss_fn, X_all[torch.from_numpy(split.train).to(device)], y_train,
                     num_epochs=args.num_epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                    desc=desc, checkpoint=run_dir / "checkpoint.pt", resume=args.resume, neighbours=pool(),
-                    group=args.batch_group)
+                    desc=desc, checkpoint=run_dir / "checkpoint.pt", resume=args.resume,
+                    neighbours=g.neighbours[:, :args.neighbour_pool] if args.batch_group > 1 else None,
+                    group=args.batch_group,
+                    edges=g.neighbours[:, :args.knn].to(device) if args.graph_edges == "global" else None,
+                    coords=g.coords.to(device) if g.coords is not None else None)
     to_dev = lambda idx: X_all[torch.from_numpy(idx).to(device)]
     return encode(model, to_dev(split.query)), encode(model, to_dev(split.db)), seconds
 
@@ -241,7 +288,7 @@ def run_grid(args) -> list[dict]:
     rows = []
     for fold, split in enumerate(splits):
         X = standardise(data.X, split.train)
-        pool = cache(partial(neighbour_pool, X[split.train], args))
+        graph = cache(partial(global_graph, X[split.train], args, log_dir / "graphs"))
         for method in args.method:
             for task in (args.task if method == "hagcn" else ["-"]):
                 for bits in args.exp_hash_len:
@@ -263,7 +310,7 @@ def run_grid(args) -> list[dict]:
                         seconds = float(done[source.name]["train_seconds"])
                     else:
                         q_bits, db_bits, seconds = fit_and_encode(method, task, bits, X, data.y, split, n_classes,
-                                                                  args, run_dir, desc, pool)
+                                                                  args, run_dir, desc, graph)
                     metrics = evaluate_codes(q_bits, db_bits, data.y[split.query], data.y[split.db], topk,
                                              relevance=args.metric)
                     save_codes(run_dir / "codes.npz", data, split, q_bits, db_bits)

@@ -10,11 +10,14 @@ import math
 import torch
 import torch.nn as nn
 
-from graph import FILTERS, batch_graph
+from graph import FILTERS, batch_graph, normalised_graph
 
 
 class HashModel(nn.Module):
-    """Base of every deep method; subclasses define forward(x) -> dict and hash_logits(x) -> (B, L)."""
+    """Base of every deep method; subclasses define forward(x) -> dict and hash_logits(x) -> (B, L). A model with
+    `uses_graph` is called as forward(x, adjacency=..., coords=...) with what the global neighbourhood graph gives the
+    batch (train.graph_inputs)."""
+    uses_graph = False
 
     def set_epoch(self, epoch: int, num_epochs: int) -> None:
         """Advance training schedules (continuation parameters); the default has none."""
@@ -48,6 +51,7 @@ class HAGCN(HashModel):
         X_hat = W5(GELU(W4 Z3))         decoder, W5 = Linear-GELU-Linear
     alpha grows geometrically from `alpha` to `alpha_max` over training (continuation, as in HashNet).
     """
+    uses_graph = True
 
     def __init__(self, d_in: int, hidden: int, n_bits: int, task: str, order: int, knn: int,
                  hash_head: str = "linear", graph_source: str = "input", alpha: float = 1.0,
@@ -73,13 +77,20 @@ class HAGCN(HashModel):
         """sigmoid(alpha H) > tau  <=>  H > logit(tau) / alpha."""
         return math.log(self.tau / (1 - self.tau)) / float(self.alpha)
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor, adjacency: torch.Tensor | None = None,
+                coords: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """The batch graph: `adjacency`, the batch's edges in the global k-NN graph; else the k-NN among the batch's
+        items on `coords`, their diffusion coordinates in the global graph; else on the input or the encoder output
+        (--graph_source). `coords` also goes to the loss (the diffusion similarity target)."""
         z1 = self.encoder(x)
         h = self.head(x if self.hash_head == "linear" else z1)
-        graph = batch_graph(x if self.graph_source == "input" else z1, self.knn)
+        if adjacency is not None:
+            graph = normalised_graph(adjacency)
+        else:
+            graph = batch_graph(coords if coords is not None else x if self.graph_source == "input" else z1, self.knn)
         z3 = self.filter(z1, graph)
         return {"z1": z1, "logits": h, "probs": torch.sigmoid(self.alpha * h), "recon": self.decoder(z3),
-                "a_hat": graph.a_hat}
+                "a_hat": graph.a_hat, "coords": coords}
 
 
 # ----------------------------------------------------------------------------- deep baselines (SPEC section 3)

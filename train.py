@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from graph import batch_adjacency
 from model import HashModel
 
 LossFn = Callable[[dict, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -72,13 +73,27 @@ def epoch_batches(n: int, batch_size: int, gen: torch.Generator, neighbours: tor
     return rows.reshape(-1).to(device).split(per_batch * group)
 
 
+def graph_inputs(idx: torch.Tensor, edges: torch.Tensor | None, coords: torch.Tensor | None,
+                 dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """What the global neighbourhood graph tells a batch: its adjacency in the k-NN graph, its diffusion coordinates."""
+    out = {}
+    if edges is not None:
+        out["adjacency"] = batch_adjacency(edges, idx, dtype)
+    if coords is not None:
+        out["coords"] = coords[idx]
+    return out
+
+
 def train(model: HashModel, loss_fn: LossFn, X: torch.Tensor, y: torch.Tensor, *, num_epochs: int,
           batch_size: int, lr: float, seed: int, desc: str, checkpoint: Path | None = None,
-          resume: bool = False, neighbours: torch.Tensor | None = None, group: int = 1) -> float:
+          resume: bool = False, neighbours: torch.Tensor | None = None, group: int = 1,
+          edges: torch.Tensor | None = None, coords: torch.Tensor | None = None) -> float:
     """Adam on mini-batches of the training rows (X, y already on the device); returns training seconds.
 
     Batches are shuffled partitions, or neighbourhood batches when `neighbours` is given (see epoch_batches).
-    They come from a generator seeded with `seed`, so the same seed gives the same model.
+    They come from a generator seeded with `seed`, so the same seed gives the same model. `edges` (n, k), the global
+    k-NN graph of the training rows, and `coords` (n, c), their diffusion coordinates in it (both on X's device),
+    reach a model that `uses_graph` restricted to each batch (graph_inputs).
     """
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
@@ -96,7 +111,8 @@ def train(model: HashModel, loss_fn: LossFn, X: torch.Tensor, y: torch.Tensor, *
         total = torch.zeros((), device=X.device)
         for step, idx in enumerate(epoch_batches(len(X), batch_size, gen, neighbours, group, X.device)):
             xb, yb = X[idx], y[idx]
-            loss = loss_fn(model(xb), xb, yb)
+            out = model(xb, **graph_inputs(idx, edges, coords, X.dtype)) if model.uses_graph else model(xb)
+            loss = loss_fn(out, xb, yb)
             if not torch.isfinite(loss):
                 raise TrainingDiverged(f"{desc}: loss is {loss.item()} at epoch {epoch + 1}, step {step + 1}")
             opt.zero_grad(set_to_none=True)

@@ -110,6 +110,40 @@ def test_global_edges_give_the_similarity_target_of_the_hand_made_batch():
     torch.testing.assert_close(s, want)
 
 
+def test_diffusion_map_is_the_scaled_low_frequency_spectrum_and_reproducible():
+    """Columns are eigenvectors of the sparse A_hat (checked against a dense eigh), scaled by eigenvalue^t and
+    centred; two calls agree exactly."""
+    from graph import diffusion_map, normalised_sparse_adjacency
+    X = np.random.default_rng(0).normal(size=(300, 6)).astype(np.float32)
+    nb = knn_graph(X, 8)
+    coords = diffusion_map(nb, 5, t=2.0)
+    assert coords.shape == (300, 5) and coords.dtype == np.float32
+    np.testing.assert_array_equal(coords, diffusion_map(nb, 5, t=2.0))
+    a_hat = normalised_sparse_adjacency(nb).toarray()
+    np.testing.assert_allclose(a_hat, a_hat.T)
+    lam, u = np.linalg.eigh(a_hat)
+    lam, u = lam[::-1][1:6], u[:, ::-1][:, 1:6]
+    want = u * lam ** 2
+    want -= want.mean(axis=0)
+    for j in range(5):                                   # equal up to the sign of each eigenvector
+        np.testing.assert_allclose(np.abs(coords[:, j] @ want[:, j]) / (want[:, j] @ want[:, j]), 1.0, atol=1e-3)
+
+
+def test_diffusion_coordinates_join_a_cluster_beyond_its_neighbours():
+    """Two blobs on the sphere (cosine k-NN), nothing between them: opposite sides of one blob share no k-NN edge,
+    yet their diffusion coordinates are closer to each other than to any item of the other blob."""
+    from graph import diffusion_map
+    rng = np.random.default_rng(0)
+    X = np.vstack([[1, 0, 0] + 0.15 * rng.normal(size=(400, 3)), [0, 1, 0] + 0.15 * rng.normal(size=(400, 3))])
+    nb = knn_graph(X, 10)
+    assert (nb[:400] < 400).all() and (nb[400:] >= 400).all()   # two components: the exact case of the deflation
+    side = X[:400, 2] / np.linalg.norm(X[:400], axis=1)
+    left, right = np.argmin(side), np.argmax(side)
+    c = diffusion_map(nb, 4, t=8.0)
+    c = c / np.linalg.norm(c, axis=1, keepdims=True)
+    assert right not in nb[left] and c[left] @ c[right] > (c[left] @ c[400:].T).max()
+
+
 def test_knn_larger_than_batch_is_clipped():
     adj = knn_adjacency(torch.randn(4, 3), 10)
     assert torch.equal(adj, torch.ones(4, 4) - torch.eye(4))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -61,6 +62,17 @@ def test_similarity_targets_in_range_and_unknown_kind_rejected():
         assert not s.requires_grad
     with pytest.raises(ValueError, match="unknown similarity target"):
         losses.similarity_target(x, out["a_hat"], "jaccard")
+
+
+def test_diffusion_target_is_the_cosine_of_the_batch_coordinates_and_needs_them():
+    out, x = outputs()
+    coords = torch.randn(7, 4, generator=torch.Generator().manual_seed(5), dtype=x.dtype)
+    s = losses.similarity_target(x, out["a_hat"], "diffusion", coords)
+    want = torch.tensor([[float(np.dot(a, b) / np.linalg.norm(a) / np.linalg.norm(b)) for b in coords.numpy()]
+                         for a in coords.numpy()], dtype=x.dtype)
+    torch.testing.assert_close(s, want)
+    with pytest.raises(ValueError, match="diffusion coordinates"):
+        losses.similarity_target(x, out["a_hat"], "diffusion")
 
 
 def test_lambda_zero_is_pure_reconstruction():
