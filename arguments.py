@@ -77,6 +77,9 @@ def build_parser() -> Parser:
     a("--device", type=str, default=None, help="cuda or cpu (default: cuda when available)")
     # evaluation and outputs
     a("--topk", type=int, default=200, help="mAP@topk (0 = whole database)")
+    a("--ties", choices=["expected", "index"], default="expected",
+      help="mAP of the table: expected over the orders of equally distant items (tie-aware, He et al. CVPR 2018) "
+           "or the stable order (ties by database index); results.csv records both")
     a("--metric", choices=["label", "paper_repo"], default="label",
       help="relevance: shared label; paper_repo reproduces the paper repo's defective np.dot(qL, dbL) > 0")
     a("--log_dir", type=str, default="logs", help="results.csv, run folders (checkpoints, codes, JSON)")

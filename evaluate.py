@@ -8,6 +8,11 @@ sweep, and rank within it by counting sort (an item's rank is the number of item
 at its distance with a lower index). Nothing is sorted, no Q x N matrix exists: memory is O(threads x N), plus
 O(chunk x L) for the per-query histograms of distances behind the precision-recall curve.
 
+Ties (ties="expected"): Hamming distances take only L + 1 values, so the stable order is one arbitrary order of
+many tied items. The tie-aware AP@k (He, Cakir, Bargal & Sclaroff, "Hashing as Tie-Aware Learning to Rank",
+CVPR 2018) is its exact expectation over every order of the items tied at each distance; it needs only the
+per-query counts of relevant and of all items at each distance up to the k-th, so no top k is collected.
+
 Relevance ("label", the default): integer labels are relevant when equal, 2-D one-hot/multi-hot labels when
 they share a class (an entry > 0). relevance="paper_repo" reproduces the paper repo's test
 `np.dot(queryL[i], retrievalL.T) > 0` on whatever labels are given: on integer labels 0..C-1 it means "both
@@ -27,6 +32,7 @@ CHUNK_SIZE = 1024  # queries per kernel call: bounds the per-query histograms to
 MAX_BITS = 16384  # distances are stored as 2 * distance + relevant in uint16
 PAD = 0xFFFF  # fills the distance buffer to whole 64-item blocks, beyond every limit (2 * MAX_BITS + 1)
 LANES = 8  # copies of the distance histogram that consecutive database items count into
+TIES = ("index", "expected")  # rank tied items by database index, or average over their orders
 
 
 class PackedCodes(NamedTuple):
@@ -351,48 +357,126 @@ def _average_precision_at_k(coded, top, k, next_rank, next_hit, inverse_rank):
     return (ap / hits if hits > 0 else 0.0), hits
 
 
+@njit
+def _count_within_t(coded, t, counts):
+    """counts[c] = number of items (whole database) with coded value c, for c <= 2t + 1, 64 at a time."""
+    counts[:2 * t + 2] = 0
+    for block in range(coded.shape[0] // 64):
+        base = block * 64
+        mask = _mask_within(coded, base, 2 * t + 1)
+        while mask:
+            counts[coded[base + _lowest_bit(mask)]] += 1
+            mask &= mask - np.uint64(1)
+
+
+@njit
+def _position_sums(m, n, inverse_rank):
+    """(sum_j 1 / (m + j), sum_j (j - 1) / (m + j)) over j = 1..n: the ranks of a tie group after m items."""
+    a, b = 0.0, 0.0
+    for j in range(n):
+        a += inverse_rank[m + j]
+        b += j * inverse_rank[m + j]
+    return a, b
+
+
+@njit
+def _group_ap_sum(h, n, rel, a, b):
+    """Expected sum over the relevant items of a tie group (n items, rel relevant, in uniformly random order, after
+    items holding h hits; a, b from _position_sums) of hits / rank: the item at group position j is relevant with
+    probability rel / n, and then hits = h + 1 + (j - 1)(rel - 1)/(n - 1) in expectation (He et al., CVPR 2018)."""
+    if rel == 0:
+        return 0.0
+    spread = (rel - 1) / (n - 1) if n > 1 else 0.0
+    return rel / n * ((h + 1) * a + spread * b)
+
+
+@njit
+def _expected_ap_at_k(counts, t, k, inverse_rank):
+    """(expected AP@k, expected hits@k) over all orders of the items tied at each distance, from the counts of the
+    coded values <= 2t + 1 over the whole database (t: distance of the k-th item). The groups closer than t lie
+    wholly in the top k, independently ordered: their expected hits / rank sum s is a sum over groups. Of the group
+    at t, the first kk = k - (items closer) are in the top k; the number r of relevant among them is hypergeometric,
+    and given r they sit at uniformly random positions, so E[AP] = sum_r P(r) (s + cut sum | r) / (hits closer + r),
+    an order without a hit counting 0. P(r) follows from ratios of successive terms, from the mode outwards."""
+    m, h, s = 0, 0, 0.0
+    for d in range(t):
+        n, rel = counts[2 * d] + counts[2 * d + 1], counts[2 * d + 1]
+        if rel > 0:
+            a, b = _position_sums(m, n, inverse_rank)
+            s += _group_ap_sum(h, n, rel, a, b)
+        m += n
+        h += rel
+    n, rel, kk = counts[2 * t] + counts[2 * t + 1], counts[2 * t + 1], k - m
+    hits = h + kk * rel / n
+    if rel == 0:
+        return (s / h if h > 0 else 0.0), hits
+    a, b = _position_sums(m, kk, inverse_rank)
+    r_lo, r_hi = max(0, kk - (n - rel)), min(rel, kk)
+    mode = min(max((kk + 1) * (rel + 1) // (n + 2), r_lo), r_hi)
+    total, weighted, w = 0.0, 0.0, 1.0
+    for r in range(mode, r_hi + 1):  # w = P(r) / P(mode)
+        if h + r > 0:
+            weighted += w * (s + _group_ap_sum(h, kk, r, a, b)) / (h + r)
+        total += w
+        w *= (rel - r) * (kk - r) / ((r + 1.0) * (n - rel - kk + r + 1))
+    w = 1.0
+    for r in range(mode - 1, r_lo - 1, -1):
+        w *= (r + 1.0) * (n - rel - kk + r + 1) / ((rel - r) * (kk - r))
+        if h + r > 0:
+            weighted += w * (s + _group_ap_sum(h, kk, r, a, b)) / (h + r)
+        total += w
+    return weighted / total, hits
+
+
 @njit(cache=True)
-def _scan_query(q_words, q_label, db_words, db_labels, equal, k, histograms, guess, coded, lanes, counts, top,
-                next_rank, next_hit, inverse_rank):
-    """(AP@k, hits@k, k-th distance) of one query; k = 0 skips AP. With histograms, counts receives the counts of
-    all coded values."""
+def _scan_query(q_words, q_label, db_words, db_labels, equal, k, histograms, expected, guess, coded, lanes, counts,
+                top, next_rank, next_hit, inverse_rank):
+    """(AP@k, hits@k, expected AP@k, expected hits@k, k-th distance) of one query; k = 0 skips AP. With histograms,
+    counts receives the counts of all coded values and both APs are computed; without, the stable one or (expected)
+    the expected one."""
     _code_distances(q_words, db_words, coded)
     _add_relevance(q_label, db_labels, equal, coded)
     if histograms:
         _count_codes(coded, db_words.shape[0], lanes, counts)
     if k == 0:
-        return 0.0, 0, guess
+        return 0.0, 0, 0.0, 0.0, guess
+    ap_expected, hits_expected = 0.0, 0.0
     if histograms:
         t = _kth_distance_of_counts(counts, k)
+        ap_expected, hits_expected = _expected_ap_at_k(counts, t, k, inverse_rank)
         _collect_top_k(coded, k, t, top)
     else:
         t = _kth_distance(coded, k, guess, next_rank.shape[0] - 1)
+        if expected:
+            _count_within_t(coded, t, counts)
+            ap_expected, hits_expected = _expected_ap_at_k(counts, t, k, inverse_rank)
+            return 0.0, 0, ap_expected, hits_expected, t
         _collect_top_k(coded, k, t, top)
         _count_top_k(coded, top, k, t, counts)
     _first_ranks(counts, t, next_rank, next_hit)
     ap, hits = _average_precision_at_k(coded, top, k, next_rank, next_hit, inverse_rank)
-    return ap, hits, t
+    return ap, hits, ap_expected, hits_expected, t
 
 
 @njit(parallel=True, cache=True)
-def _scan_queries(q_words, q_labels, db_words, db_labels, equal, k, histograms, inverse_rank, buffers, outputs):
-    """Fill outputs = (AP@k, hits@k, histograms of the distances of relevant and of all items) per query; thread
-    number `thread` takes queries thread, thread + n_threads, ... and row `thread` of the buffers. (All allocation
-    is left to the caller: numba turns each array expression of a parallel function into a parallel loop of its
-    own, each costing seconds of compilation.)"""
+def _scan_queries(q_words, q_labels, db_words, db_labels, equal, k, histograms, expected, inverse_rank, buffers,
+                  outputs):
+    """Fill outputs = (AP@k, hits@k, expected AP@k, expected hits@k, histograms of the distances of relevant and of
+    all items) per query; thread number `thread` takes queries thread, thread + n_threads, ... and row `thread` of
+    the buffers. (All allocation is left to the caller: numba turns each array expression of a parallel function
+    into a parallel loop of its own, each costing seconds of compilation.)"""
     coded, lanes, counts, top, next_rank, next_hit = buffers
-    ap, hits, hist_rel, hist_all = outputs
+    ap, hits, ap_expected, hits_expected, hist_rel, hist_all = outputs
     n_threads, n_db, n_bits = coded.shape[0], db_words.shape[0], next_rank.shape[1] - 65
     n_values = 2 * n_bits + 2
     for thread in prange(n_threads):
         t = n_bits // 2  # first guess of the k-th distance (a variable: a literal 0 would compile twice)
         for i in range(thread, q_words.shape[0], n_threads):
-            ap[i], hits[i], t = _scan_query(q_words[i], q_labels[i], db_words, db_labels, equal, k, histograms, t,
-                                            coded[thread, :-(-n_db // 64) * 64],
-                                            lanes[thread, :lanes.shape[1] - 64].reshape((-1, n_values)),
-                                            counts[thread, :n_values], top[thread, :k],
-                                            next_rank[thread, :n_bits + 1], next_hit[thread, :n_bits + 1],
-                                            inverse_rank)
+            ap[i], hits[i], ap_expected[i], hits_expected[i], t = _scan_query(
+                q_words[i], q_labels[i], db_words, db_labels, equal, k, histograms, expected, t,
+                coded[thread, :-(-n_db // 64) * 64], lanes[thread, :lanes.shape[1] - 64].reshape((-1, n_values)),
+                counts[thread, :n_values], top[thread, :k], next_rank[thread, :n_bits + 1],
+                next_hit[thread, :n_bits + 1], inverse_rank)
             if histograms:
                 for d in range(n_bits + 1):
                     hist_rel[i, d] = counts[thread, 2 * d + 1]
@@ -452,10 +536,11 @@ def hamming_topk(query_codes, db_codes, k: int) -> tuple[np.ndarray, np.ndarray]
     return indices, distances
 
 
-def _scan_chunks(query_codes, db_codes, query_labels, db_labels, k: int, relevance: str, histograms: bool
-                 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
-    """(AP@k, hits@k, histogram of relevant distances, histogram of all distances) per query, CHUNK_SIZE queries at
-    a time; without histograms these are Q x 0."""
+def _scan_chunks(query_codes, db_codes, query_labels, db_labels, k: int, relevance: str, histograms: bool,
+                 expected: bool = False) -> Iterator[tuple[np.ndarray, ...]]:
+    """(AP@k, hits@k, expected AP@k, expected hits@k, histogram of relevant distances, histogram of all distances)
+    per query, CHUNK_SIZE queries at a time. With histograms every output is filled; without, the histograms are
+    Q x 0 and only the stable AP and hits or (expected) only the expected ones are (the others are 0)."""
     q, db = _packed_pair(query_codes, db_codes)
     q_labels, db_labels, equal = _label_rows(query_labels, db_labels, len(q.words), len(db.words), relevance)
     buffers = _thread_buffers(len(db.words), q.n_bits, k, histograms)
@@ -463,10 +548,10 @@ def _scan_chunks(query_codes, db_codes, query_labels, db_labels, k: int, relevan
     n_hist = q.n_bits + 1 if histograms else 0
     for s in range(0, len(q.words), CHUNK_SIZE):
         n = min(CHUNK_SIZE, len(q.words) - s)
-        outputs = (np.zeros(n), np.zeros(n, np.int64), np.zeros((n, n_hist), np.int64),
+        outputs = (np.zeros(n), np.zeros(n, np.int64), np.zeros(n), np.zeros(n), np.zeros((n, n_hist), np.int64),
                    np.zeros((n, n_hist), np.int64))
-        _scan_queries(q.words[s:s + n], q_labels[s:s + n], db.words, db_labels, equal, k, histograms, inverse_rank,
-                      buffers, outputs)
+        _scan_queries(q.words[s:s + n], q_labels[s:s + n], db.words, db_labels, equal, k, histograms, expected,
+                      inverse_rank, buffers, outputs)
         yield outputs
 
 
@@ -476,32 +561,40 @@ def _safe_divide(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _metrics(query_codes, db_codes, query_labels, db_labels, k: int, relevance: str, radius: int = 2) -> dict:
-    """All metrics from one scan. k = 0 skips AP and precision/recall@k. Conventions: mAP averages the queries with
-    a relevant item in the top k; recall (at k and on the curve) averages the queries with a relevant item in the
-    database; precision within a radius and on the curve counts an empty retrieval as precision 0 and averages all
-    queries."""
-    ap_sum = n_ap = hits_sum = recall_k_sum = precision_radius_sum = n_query = n_with_relevant = 0.0
-    curve_precision_sum = curve_recall_sum = 0.0
-    for ap, hits, hist_rel, hist_all in _scan_chunks(query_codes, db_codes, query_labels, db_labels, k, relevance,
-                                                     histograms=True):
+    """All metrics from one scan, the top-k ones for both tie rules (suffix _index: stable order; _expected: the
+    expectation over the orders of tied items). k = 0 skips AP and precision/recall@k. Conventions: mAP averages
+    the queries with a relevant item in the top k (for _expected: in the top k of some order); recall (at k and on
+    the curve) averages the queries with a relevant item in the database; precision within a radius and on the
+    curve counts an empty retrieval as precision 0 and averages all queries."""
+    sums = dict.fromkeys(["ap_index", "n_ap_index", "hits_index", "recall_index", "ap_expected", "n_ap_expected",
+                          "hits_expected", "recall_expected", "precision_radius", "n_query", "n_with_relevant",
+                          "curve_precision", "curve_recall"], 0.0)
+    for ap, hits, ap_e, hits_e, hist_rel, hist_all in _scan_chunks(query_codes, db_codes, query_labels, db_labels,
+                                                                   k, relevance, histograms=True):
         cum_rel, cum_all = np.cumsum(hist_rel, axis=1), np.cumsum(hist_all, axis=1)
         n_relevant = cum_rel[:, -1]
         r = min(radius, hist_all.shape[1] - 1)
-        ap_sum += ap[hits > 0].sum()
-        n_ap += np.count_nonzero(hits > 0)
-        hits_sum += hits.sum()
-        recall_k_sum += _safe_divide(hits, n_relevant).sum()
-        precision_radius_sum += _safe_divide(cum_rel[:, r], cum_all[:, r]).sum()
-        curve_precision_sum += _safe_divide(cum_rel, cum_all).sum(0)
-        curve_recall_sum += _safe_divide(cum_rel, n_relevant[:, None]).sum(0)
-        n_query += len(ap)
-        n_with_relevant += np.count_nonzero(n_relevant)
-    return {"map": ap_sum / n_ap if n_ap else 0.0,
-            "precision_at_k": hits_sum / (k * n_query) if k else 0.0,
-            "recall_at_k": recall_k_sum / n_with_relevant if n_with_relevant else 0.0,
-            "precision_r2": precision_radius_sum / n_query,
-            "pr_precision": curve_precision_sum / n_query,
-            "pr_recall": curve_recall_sum / n_with_relevant if n_with_relevant else np.zeros_like(curve_precision_sum)}
+        for ties, a, h in (("index", ap, hits), ("expected", ap_e, hits_e)):
+            sums[f"ap_{ties}"] += a[h > 0].sum()
+            sums[f"n_ap_{ties}"] += np.count_nonzero(h > 0)
+            sums[f"hits_{ties}"] += h.sum()
+            sums[f"recall_{ties}"] += _safe_divide(h, n_relevant).sum()
+        sums["precision_radius"] += _safe_divide(cum_rel[:, r], cum_all[:, r]).sum()
+        sums["curve_precision"] += _safe_divide(cum_rel, cum_all).sum(0)
+        sums["curve_recall"] += _safe_divide(cum_rel, n_relevant[:, None]).sum(0)
+        sums["n_query"] += len(ap)
+        sums["n_with_relevant"] += np.count_nonzero(n_relevant)
+    n_query, n_with_relevant = sums["n_query"], sums["n_with_relevant"]
+    out = {}
+    for ties in ("index", "expected"):
+        n_ap = sums[f"n_ap_{ties}"]
+        out[f"map_{ties}"] = sums[f"ap_{ties}"] / n_ap if n_ap else 0.0
+        out[f"precision_at_k_{ties}"] = sums[f"hits_{ties}"] / (k * n_query) if k else 0.0
+        out[f"recall_at_k_{ties}"] = sums[f"recall_{ties}"] / n_with_relevant if n_with_relevant else 0.0
+    curve_precision = sums["curve_precision"]
+    return out | {"precision_r2": sums["precision_radius"] / n_query, "pr_precision": curve_precision / n_query,
+                  "pr_recall": (sums["curve_recall"] / n_with_relevant if n_with_relevant
+                                else np.zeros_like(curve_precision))}
 
 
 def _n_db(db_codes) -> int:
@@ -521,23 +614,38 @@ def _topk_or_all(topk: int | None, n_db: int) -> int:
     return n_db if topk is None else min(int(topk), n_db)
 
 
+def _checked_ties(ties: str) -> str:
+    if ties not in TIES:
+        raise ValueError(f"ties must be one of {', '.join(TIES)}, got {ties!r}")
+    return ties
+
+
 def mean_average_precision(query_codes, db_codes, query_labels, db_labels, topk: int | None = None,
-                           relevance: str = "label") -> float:
+                           relevance: str = "label", ties: str = "index") -> float:
     """mAP@topk (the paper repo's AP): AP = sum over relevant ranks r <= topk of (hits up to r) / r, divided by the
-    hits in the top k; queries without a relevant item in the top k are skipped. topk None (or >= N) = whole db."""
+    hits in the top k; queries without a relevant item in the top k are skipped. topk None (or >= N) = whole db.
+    ties="index" ranks tied items by database index (stable order); ties="expected" gives the exact expectation
+    of AP@k over all orders of the items tied at each distance (He et al., "Hashing as Tie-Aware Learning to Rank",
+    CVPR 2018), an order without a hit in the top k counting 0 and a query skipped only when no order has one."""
     k = _topk_or_all(topk, _n_db(db_codes))
+    expected = _checked_ties(ties) == "expected"
     ap_sum = n_counted = 0
-    for ap, hits, _, _ in _scan_chunks(query_codes, db_codes, query_labels, db_labels, k, relevance, histograms=False):
+    for ap, hits, ap_e, hits_e, _, _ in _scan_chunks(query_codes, db_codes, query_labels, db_labels, k, relevance,
+                                                     histograms=False, expected=expected):
+        if expected:
+            ap, hits = ap_e, hits_e
         ap_sum += ap[hits > 0].sum()
         n_counted += np.count_nonzero(hits)
     return float(ap_sum / n_counted) if n_counted else 0.0
 
 
-def precision_recall_at_k(query_codes, db_codes, query_labels, db_labels, k: int) -> tuple[float, float]:
+def precision_recall_at_k(query_codes, db_codes, query_labels, db_labels, k: int, ties: str = "index"
+                          ) -> tuple[float, float]:
     """(mean over queries of relevant-in-top-k / k, mean over queries with a relevant item of
-    relevant-in-top-k / relevant-in-db)."""
+    relevant-in-top-k / relevant-in-db); ties="expected" averages relevant-in-top-k over the orders of tied items."""
+    ties = _checked_ties(ties)
     m = _metrics(query_codes, db_codes, query_labels, db_labels, _checked_k(k, _n_db(db_codes)), "label")
-    return float(m["precision_at_k"]), float(m["recall_at_k"])
+    return float(m[f"precision_at_k_{ties}"]), float(m[f"recall_at_k_{ties}"])
 
 
 def precision_within_radius(query_codes, db_codes, query_labels, db_labels, radius: int = 2) -> float:
@@ -556,8 +664,13 @@ def pr_curve(query_codes, db_codes, query_labels, db_labels) -> tuple[np.ndarray
 
 
 def evaluate_codes(query_codes, db_codes, query_labels, db_labels, topk: int | None,
-                   relevance: str = "label") -> dict:
-    """{"map", "precision_at_k", "recall_at_k", "precision_r2", "pr_precision", "pr_recall"} from one scan;
-    k = topk (None or >= N: the whole database). Conventions as in the functions above."""
+                   relevance: str = "label", ties: str = "index") -> dict:
+    """{"map", "map_index", "map_expected", "precision_at_k", "recall_at_k", "precision_r2", "pr_precision",
+    "pr_recall"} from one scan; k = topk (None or >= N: the whole database). "map", "precision_at_k" and
+    "recall_at_k" follow `ties` (see mean_average_precision); map_index and map_expected are both tie rules'."""
+    ties = _checked_ties(ties)
     m = _metrics(query_codes, db_codes, query_labels, db_labels, _topk_or_all(topk, _n_db(db_codes)), relevance)
-    return {key: (float(v) if np.ndim(v) == 0 else v) for key, v in m.items()}
+    out = {"map": m[f"map_{ties}"], "map_index": m["map_index"], "map_expected": m["map_expected"],
+           "precision_at_k": m[f"precision_at_k_{ties}"], "recall_at_k": m[f"recall_at_k_{ties}"],
+           "precision_r2": m["precision_r2"], "pr_precision": m["pr_precision"], "pr_recall": m["pr_recall"]}
+    return {key: (float(v) if np.ndim(v) == 0 else v) for key, v in out.items()}

@@ -33,15 +33,15 @@ from model import HAGCN
 from train import CheckpointError, TrainingDiverged, atomic_save, encode, train
 
 REPO = Path(__file__).resolve().parent
-CSV_COLUMNS = ["dataset", "method", "task", "k", "knn", "tau", "hash_len", "topk", "map", "precision_at_k",
-               "recall_at_k", "precision_r2", "train_seconds", "seed", "fold", "split", "num_epochs",
-               "batch_size", "batch_group", "lr", "hash_head", "loss_form", "sim_target", "lambda_", "supervised",
+CSV_COLUMNS = ["dataset", "method", "task", "k", "knn", "tau", "hash_len", "topk", "ties", "map", "map_index",
+               "map_expected", "precision_at_k", "recall_at_k", "precision_r2", "train_seconds", "seed", "fold",
+               "split", "num_epochs", "batch_size", "batch_group", "lr", "hash_head", "loss_form", "sim_target", "lambda_", "supervised",
                "metric", "run_id", "finished"]
 RUN_KEYS = ["dataset", "root_dir", "subsample", "split", "folds", "query_per_class", "num_train", "k", "knn",
             "hidden", "hash_head", "graph_source", "alpha", "alpha_max", "tau", "loss_form", "sim_target",
             "lambda_", "num_epochs", "batch_size", "batch_group", "neighbour_pool", "graph_edges", "diffusion_dims",
-            "diffusion_t", "lr", "seed", "topk", "metric"]
-EVAL_KEYS = {"topk", "metric"}  # change only the evaluation: a run differing in these reuses the trained codes
+            "diffusion_t", "lr", "seed", "topk", "metric", "ties"]
+EVAL_KEYS = {"topk", "metric", "ties"}  # change only the evaluation: a run differing in these reuses the trained codes
 
 
 # ----------------------------------------------------------------------------- one run
@@ -312,10 +312,12 @@ def run_grid(args) -> list[dict]:
                         q_bits, db_bits, seconds = fit_and_encode(method, task, bits, X, data.y, split, n_classes,
                                                                   args, run_dir, desc, graph)
                     metrics = evaluate_codes(q_bits, db_bits, data.y[split.query], data.y[split.db], topk,
-                                             relevance=args.metric)
+                                             relevance=args.metric, ties=args.ties)
                     save_codes(run_dir / "codes.npz", data, split, q_bits, db_bits)
                     row = {"dataset": data.name, "method": method, "task": task, "k": args.k, "knn": args.knn,
-                           "tau": args.tau, "hash_len": bits, "topk": args.topk, "map": f"{metrics['map']:.6f}",
+                           "tau": args.tau, "hash_len": bits, "topk": args.topk, "ties": args.ties,
+                           "map": f"{metrics['map']:.6f}", "map_index": f"{metrics['map_index']:.6f}",
+                           "map_expected": f"{metrics['map_expected']:.6f}",
                            "precision_at_k": f"{metrics['precision_at_k']:.6f}",
                            "recall_at_k": f"{metrics['recall_at_k']:.6f}",
                            "precision_r2": f"{metrics['precision_r2']:.6f}", "train_seconds": f"{seconds:.2f}",
@@ -353,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     folds = f", {args.folds} folds" if args.folds > 1 else ""
     title = (f"mAP@{args.topk or 'all'} on {args.dataset} (split {args.split}{folds}, "
-             f"{args.num_epochs} epochs, seed {args.seed})")
+             f"{args.num_epochs} epochs, seed {args.seed}, ties: {args.ties})")
     print(format_table(rows, args.exp_hash_len, title))
     return 0
 

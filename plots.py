@@ -44,8 +44,8 @@ MARKERS = {"lsh": "v", "pcah": "^", "itq": "s", "sh": "D", "bihalf": "P", "dsh":
 
 # Settings that define what a result means. COMMON apply to every method (the data, protocol and metric);
 # the others only to the methods that use them: a closed-form baseline ignores the training settings.
-COMMON = ["dataset", "root_dir", "subsample", "split", "folds", "query_per_class", "num_train", "metric", "topk",
-          "hash_len"]
+COMMON = ["dataset", "root_dir", "subsample", "split", "folds", "query_per_class", "num_train", "metric", "ties",
+          "topk", "hash_len"]
 TRAINING = ["num_epochs", "batch_size", "lr", "hidden"]
 HAGCN_ONLY = ["k", "knn", "tau", "hash_head", "graph_source", "alpha", "alpha_max", "loss_form", "sim_target",
               "lambda_"]
@@ -58,8 +58,8 @@ class Skip(Exception):
 
 # ----------------------------------------------------------------------------- reading the runs
 
-TEXT = {"run_id", "finished", "dataset", "method", "task", "root_dir", "split", "metric", "hash_head", "loss_form",
-        "sim_target", "graph_source", "supervised"}  # never read as numbers (a run id like 8869903e1830 is text)
+TEXT = {"run_id", "finished", "dataset", "method", "task", "root_dir", "split", "metric", "ties", "hash_head",
+        "loss_form", "sim_target", "graph_source", "supervised"}  # never read as numbers (a run id like 8869903e1830 is text)
 
 
 def canon(value, key: str = ""):

@@ -1,8 +1,9 @@
-"""evaluate.py against plain per-query references written the slow, obvious way (numpy per query, stable argsort),
-on short random codes with many distance ties, for every input form: {0,1}, {-1,+1}, packed, integer and one-hot
-labels, chunked and unchunked."""
+"""evaluate.py against plain per-query references written the slow, obvious way (numpy per query, stable argsort;
+for ties="expected", every order of the tied items enumerated), on short random codes with many distance ties, for
+every input form: {0,1}, {-1,+1}, packed, integer and one-hot labels, chunked and unchunked."""
 from __future__ import annotations
 
+import itertools
 import sys
 from pathlib import Path
 
@@ -56,6 +57,30 @@ def ref_precision_recall_at_k(q_bits, db_bits, q_labels, db_labels, k) -> tuple[
         if rel.sum():
             recalls.append(hits / rel.sum())
     return float(np.mean(precisions)), float(np.mean(recalls))
+
+
+def ref_tie_orders(q_bits, db_bits, q_labels, db_labels, topk) -> tuple[float, float, float]:
+    """(mAP@k, precision@k, recall@k) averaged over every order of the items tied at each distance, by enumeration
+    (itertools.permutations within each tie group): a query's AP is the mean over orders (0 for an order without
+    a hit in the top k), and it is skipped only when no order has a hit."""
+    dist = ref_distances(q_bits, db_bits)
+    k = len(db_bits) if topk is None else topk
+    aps, precisions, recalls = [], [], []
+    for i in range(len(q_bits)):
+        rel = ref_relevance(q_labels, db_labels, i)
+        groups = [np.flatnonzero(dist[i] == d) for d in np.unique(dist[i])]
+        ap_orders, hit_orders = [], []
+        for perms in itertools.product(*(itertools.permutations(g) for g in groups)):
+            r = rel[np.concatenate(perms)[:k]].astype(float)
+            hit_orders.append(r.sum())
+            ap_orders.append((np.cumsum(r) / np.arange(1, len(r) + 1) * r).sum() / r.sum() if r.sum() else 0.0)
+        if max(hit_orders) > 0:
+            aps.append(np.mean(ap_orders))
+        precisions.append(np.mean(hit_orders) / k)
+        if rel.sum():
+            recalls.append(np.mean(hit_orders) / rel.sum())
+    return (float(np.mean(aps)) if aps else 0.0), float(np.mean(precisions)), (float(np.mean(recalls)) if recalls
+                                                                             else 0.0)
 
 
 def ref_radius_precision(q_bits, db_bits, q_labels, db_labels, radius) -> float:
@@ -230,11 +255,95 @@ def test_precision_within_radius_and_pr_curve(n_bits):
 def test_evaluate_codes_agrees_with_single_metrics():
     q, db, ql, dl = make_data(16)
     m = evaluate_codes(np.where(q, 1, -1), pack(db), ql, dl, 100)
-    assert set(m) == {"map", "precision_at_k", "recall_at_k", "precision_r2", "pr_precision", "pr_recall"}
-    assert m["map"] == pytest.approx(ref_map(q, db, ql, dl, 100), abs=1e-12)
+    assert set(m) == {"map", "map_index", "map_expected", "precision_at_k", "recall_at_k", "precision_r2",
+                      "pr_precision", "pr_recall"}
+    assert m["map"] == m["map_index"] == pytest.approx(ref_map(q, db, ql, dl, 100), abs=1e-12)
     assert (m["precision_at_k"], m["recall_at_k"]) == pytest.approx(ref_precision_recall_at_k(q, db, ql, dl, 100))
     assert m["precision_r2"] == pytest.approx(ref_radius_precision(q, db, ql, dl, 2), abs=1e-12)
     np.testing.assert_allclose(m["pr_precision"], ref_pr_curve(q, db, ql, dl)[0], atol=1e-12)
+
+
+# ------------------------------------------------------------------------------------------- tie-aware metrics
+
+def tiny_cases(n_cases: int, seed: int, multi_hot: bool):
+    """Random tiny problems (1-3 bits, 1-7 database items: every tie group small enough to enumerate), with
+    k = None, and k from 1..N (often through a tie group)."""
+    rng = np.random.default_rng(seed)
+    for _ in range(n_cases):
+        n_bits, n_db, n_query = int(rng.integers(1, 4)), int(rng.integers(1, 8)), 4
+        q, db = rng.integers(0, 2, (n_query, n_bits)).astype(bool), rng.integers(0, 2, (n_db, n_bits)).astype(bool)
+        if multi_hot:
+            ql, dl = rng.random((n_query, 4)) < 0.3, rng.random((n_db, 4)) < 0.3
+        else:
+            ql, dl = rng.integers(0, 4, n_query), rng.integers(0, 3, n_db)  # class 3: queries with no relevant item
+        for topk in (None, int(rng.integers(1, n_db + 1))):
+            yield q, db, ql, dl, topk
+
+
+@pytest.mark.parametrize("multi_hot", [False, True])
+def test_expected_ties_match_enumeration_of_all_tie_orders(multi_hot):
+    n_checked = 0
+    for q, db, ql, dl, topk in tiny_cases(60, seed=int(multi_hot), multi_hot=multi_hot):
+        want_map, want_p, want_r = ref_tie_orders(q, db, ql, dl, topk)
+        assert abs(mean_average_precision(q, db, ql, dl, topk, ties="expected") - want_map) < 1e-12
+        m = evaluate_codes(q, db, ql, dl, topk, ties="expected")
+        assert abs(m["map"] - want_map) < 1e-12 and abs(m["map_expected"] - want_map) < 1e-12
+        assert abs(m["precision_at_k"] - want_p) < 1e-12 and abs(m["recall_at_k"] - want_r) < 1e-12
+        assert m["map_index"] == pytest.approx(ref_map(q, db, ql, dl, topk), abs=1e-12)
+        if topk is not None:
+            got = precision_recall_at_k(q, db, ql, dl, topk, ties="expected")
+            np.testing.assert_allclose(got, (want_p, want_r), rtol=0, atol=1e-12)
+        n_checked += 1
+    assert n_checked == 120
+
+
+def test_expected_ties_when_k_cuts_a_tie_group_by_hand():
+    """Four items at distance 0, two relevant, k = 2: r relevant of them in the top 2 with P(r) = 1/6, 4/6, 1/6;
+    AP = 0, (1 + 1/2) / 2, 1. The stable order lists irrelevant items 0, 1 first and skips the query."""
+    q, db = np.zeros((1, 4)), np.zeros((4, 4))
+    ql, dl = np.array([1]), np.array([0, 0, 1, 1])
+    assert mean_average_precision(q, db, ql, dl, 2, ties="expected") == pytest.approx(4 / 6 * 3 / 4 + 1 / 6, abs=1e-15)
+    assert mean_average_precision(q, db, ql, dl, 2, ties="index") == 0.0
+    assert precision_recall_at_k(q, db, ql, dl, 2, ties="expected") == pytest.approx((0.5, 0.5), abs=1e-15)
+    # a query with no relevant item anywhere is skipped by both rules, not counted as 0
+    two = mean_average_precision(np.zeros((2, 4)), db, np.array([1, 9]), dl, 2, ties="expected")
+    assert two == pytest.approx(4 / 6 * 3 / 4 + 1 / 6, abs=1e-15)
+
+
+def test_expected_ties_do_not_depend_on_the_database_order():
+    """Big tie groups (2-bit codes, 2000 items, k = 300 inside a group): shuffling the database changes the stable
+    mAP but not the expected one."""
+    rng = np.random.default_rng(4)
+    q, db = rng.integers(0, 2, (50, 2)), rng.integers(0, 2, (2000, 2))
+    ql, dl = rng.integers(0, 3, 50), np.sort(rng.integers(0, 3, 2000))  # sorted by class: the stable order is biased
+    perm = rng.permutation(2000)
+    for topk in (1, 300, None):
+        a = mean_average_precision(q, db, ql, dl, topk, ties="expected")
+        b = mean_average_precision(q, db[perm], ql, dl[perm], topk, ties="expected")
+        assert abs(a - b) < 1e-12
+        assert abs(evaluate_codes(q, db[perm], ql, dl[perm], topk)["map_expected"] - a) < 1e-12
+    index = [mean_average_precision(q, db[p], ql, dl[p], 300) for p in (np.arange(2000), perm)]
+    assert abs(index[0] - index[1]) > 1e-3
+
+
+def test_expected_ties_agree_with_the_mean_over_random_orders():
+    """One query against large tie groups (k = 300 cuts a group of ~500, of which ~1/3 relevant): the mean AP over
+    random database orders approaches the expected AP (within 5 standard errors of the mean)."""
+    rng = np.random.default_rng(5)
+    q, db = np.zeros((1, 2)), rng.integers(0, 2, (2000, 2))
+    ql, dl = np.array([0]), rng.integers(0, 3, 2000)
+    aps = [mean_average_precision(q, db[p], ql, dl[p], 300) for p in (rng.permutation(2000) for _ in range(400))]
+    want = mean_average_precision(q, db, ql, dl, 300, ties="expected")
+    assert abs(np.mean(aps) - want) < 5 * np.std(aps) / np.sqrt(len(aps))
+
+
+def test_index_ties_are_the_default_stable_order():
+    q, db, ql, dl = make_data(8)
+    for topk in (7, None):
+        stable = mean_average_precision(q, db, ql, dl, topk, ties="index")
+        assert stable == mean_average_precision(q, db, ql, dl, topk) == evaluate_codes(q, db, ql, dl, topk)["map"]
+        assert abs(stable - ref_map(q, db, ql, dl, topk)) < 1e-12
+        assert stable != mean_average_precision(q, db, ql, dl, topk, ties="expected")
 
 
 def test_paper_repo_relevance_defect_on_integer_labels():
@@ -288,6 +397,8 @@ def test_as_bits():
     lambda: mean_average_precision(np.zeros((3, 8)), np.zeros((5, 8)), np.zeros(3), np.zeros(5), topk=0),
     lambda: mean_average_precision(np.zeros((3, 8)), np.zeros((5, 8)), np.zeros(3), np.zeros(5), relevance="x"),
     lambda: mean_average_precision(np.zeros((0, 8)), np.zeros((5, 8)), np.zeros(0), np.zeros(5)),
+    lambda: mean_average_precision(np.zeros((3, 8)), np.zeros((5, 8)), np.zeros(3), np.zeros(5), ties="random"),
+    lambda: evaluate_codes(np.zeros((3, 8)), np.zeros((5, 8)), np.zeros(3), np.zeros(5), None, ties="stable"),
     lambda: precision_recall_at_k(np.zeros((3, 8)), np.zeros((5, 8)), np.zeros(3), np.zeros(5), 6),
     lambda: precision_within_radius(np.zeros((3, 8)), np.zeros((5, 8)), np.zeros(3), np.zeros(5), -1),
     lambda: hamming_topk(np.zeros((3, 8)), np.zeros((5, 8)), 0),

@@ -264,6 +264,32 @@ def test_new_topk_reevaluates_the_saved_codes_without_training(tmp_path):
     q, db = (np.unpackbits(runs[rows[1]["run_id"]][k], axis=1, count=8) for k in ("query_codes", "db_codes"))
     labels = runs[rows[1]["run_id"]]
     from evaluate import mean_average_precision
-    expected = mean_average_precision(q, db, labels["query_labels"], labels["db_labels"], topk=None)
+    expected = mean_average_precision(q, db, labels["query_labels"], labels["db_labels"], topk=None, ties="expected")
     assert float(rows[1]["map"]) == pytest.approx(expected, abs=1e-6)
     assert (tmp_path / "runs" / rows[1]["run_id"] / "checkpoint.pt").is_file()
+
+
+def test_new_ties_reevaluates_the_saved_codes_without_training(tmp_path):
+    """--ties (an evaluation setting) gets its own row from the first run's codes; the table shows the chosen mAP
+    and every row records both."""
+    base = ["--task", "gcn", "--exp_hash_len", "8", *FAST, "--log_dir", tmp_path]
+    first = run_cli([*base, "--ties", "index"])
+    second = run_cli(base)  # default: expected
+    assert first.returncode == 0 and second.returncode == 0, second.stderr
+    assert "evaluating the codes of run" in second.stderr and "ties: expected" in second.stdout
+    rows = read_csv(tmp_path / "results.csv")
+    assert [r["ties"] for r in rows] == ["index", "expected"] and rows[0]["run_id"] != rows[1]["run_id"]
+    assert rows[0]["train_seconds"] == rows[1]["train_seconds"]
+    assert [r["map"] for r in rows] == [rows[0]["map_index"], rows[1]["map_expected"]]
+    assert rows[0]["map_index"] == rows[1]["map_index"] and rows[0]["map_expected"] == rows[1]["map_expected"]
+    assert rows[0]["map_index"] != rows[0]["map_expected"]
+    for proc, row in zip((first, second), rows):
+        assert table_of(proc.stdout)[1]["hagcn-gcn"][1] == f"{float(row['map']):.4f}"
+    runs = codes_of(tmp_path)
+    assert np.array_equal(runs[rows[0]["run_id"]]["db_codes"], runs[rows[1]["run_id"]]["db_codes"])
+    q, db = (np.unpackbits(runs[rows[1]["run_id"]][k], axis=1, count=8) for k in ("query_codes", "db_codes"))
+    labels = runs[rows[1]["run_id"]]
+    from evaluate import mean_average_precision
+    for ties in ("index", "expected"):
+        want = mean_average_precision(q, db, labels["query_labels"], labels["db_labels"], topk=200, ties=ties)
+        assert float(rows[1][f"map_{ties}"]) == pytest.approx(want, abs=1e-6)

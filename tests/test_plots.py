@@ -106,6 +106,13 @@ def test_tsne(rows, logs):
     assert getattr(fig, "run_id") in {r["run_id"] for r in rows if r["method"] == "hagcn" and r["hash_len"] == 16}
 
 
+def test_tie_rules_are_not_mixed(rows):
+    """Rows that differ only in --ties measure different things: a figure keeps to one tie rule."""
+    stable = [dict(r, ties="index", map=r["map"] / 2) for r in rows if r["method"] == "lsh"]
+    chosen, fixed = plots.select(rows + stable, "hash_len")
+    assert fixed["ties"] == "expected"
+    assert all(r["ties"] == "expected" for rs in chosen.values() for r in rs)
+
 def test_skip_without_variation(rows):
     with pytest.raises(plots.Skip, match="single filter order K"):
         plots.fig_map_vs_k([r for r in rows if r["k"] == 2], "digits")
