@@ -36,11 +36,13 @@ import baselines  # noqa: E402
 import graph as graph_mod  # noqa: E402
 from arguments import FILTER_NAMES, build_parser  # noqa: E402
 from data import load_fashion_mnist, make_splits, standardise  # noqa: E402
-from main import build_hagcn, neighbour_pool  # noqa: E402
+from main import build_hagcn, global_graph  # noqa: E402
 from train import epoch_batches, train  # noqa: E402
 
 DEEP_BASELINES = ["bihalf", "dsh", "hashnet", "shc"]
 BITS, HIDDEN, ORDER, KNN, BATCH = 32, 768, 4, 10, 128
+PAPER_GRAPH = "gcn-batchgraph"  # gcn on the paper's batch k-NN graph with its k-NN target (before the global graph)
+GRAPH_CACHE = Path("logs/bench_graphs")  # main.global_graph's cache: the one-off graph is built once per row set
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -88,9 +90,21 @@ def project_args(seed: int) -> argparse.Namespace:
     return args
 
 
+def is_hagcn(method: str) -> bool:
+    return method in FILTER_NAMES or method == PAPER_GRAPH
+
+
+def method_args(method: str, args: argparse.Namespace) -> argparse.Namespace:
+    """The CLI's arguments for `method`: PAPER_GRAPH is gcn with --graph_edges batch --sim_target knn."""
+    return argparse.Namespace(**{**vars(args), "graph_edges": "batch", "sim_target": "knn"}) if method == PAPER_GRAPH \
+        else args
+
+
 def build(method: str, d_in: int, n_classes: int, args):
     """(model, loss_fn) exactly as main.fit_and_encode builds them; method 'gcn'.. for HAGCN filters."""
     torch.manual_seed(args.seed)
+    if method == PAPER_GRAPH:
+        return build_hagcn("gcn", BITS, d_in, method_args(method, args))
     if method in FILTER_NAMES:
         return build_hagcn(method, BITS, d_in, args)
     return baselines.build_deep(method, d_in, BITS, n_classes, args)
@@ -128,8 +142,8 @@ def bench_epochs(methods, X, y, n_classes, args, device, steps, epochs, reps, lo
         prepare_s[m] = time.perf_counter() - t
         states[m] = {k: v.clone() for k, v in model.state_dict().items()}
 
-    # the neighbour pool main.py computes once per fold, outside the timing
-    pools = {len(Xr): neighbour_pool(Xr.cpu().numpy(), args) for Xr in (Xs, X[:4 * BATCH])}
+    # the global graph main.py builds once per fold, outside the timing
+    graphs = {len(Xr): global_graph(Xr.cpu().numpy(), args, GRAPH_CACHE) for Xr in (Xs, X[:4 * BATCH])}
 
     def run_once(m, Xr, yr, ne):
         model, loss_fn = build(m, X.shape[1], n_classes, args)
@@ -137,8 +151,11 @@ def bench_epochs(methods, X, y, n_classes, args, device, steps, epochs, reps, lo
         model.load_state_dict(states[m])
         model.prepare = lambda X_, y_: None  # done once above; train.train calls it before its epochs
         check_device(device, f"{m} model", model)
+        g = graphs[len(Xr)]
+        coords = g.coords if m in FILTER_NAMES else None   # deep baselines ignore them; PAPER_GRAPH has none
         sec = train(model, loss_fn, Xr, yr, num_epochs=ne, batch_size=BATCH, lr=args.lr, seed=args.seed,
-                    desc=m, checkpoint=None, neighbours=pools[len(Xr)], group=args.batch_group)
+                    desc=m, checkpoint=None, neighbours=g.neighbours[:, :args.neighbour_pool], group=args.batch_group,
+                    coords=None if coords is None else coords.to(Xr.device))
         check_device(device, f"{m} model after training", model)
         return sec
 
@@ -175,16 +192,18 @@ def reuse_lanczos(cache: dict):
 SEGMENTS = ["data", "graph", "spectrum", "filter", "rest fwd+loss", "bwd+opt"]
 
 
-def hagcn_step(model, loss_fn, opt, X, y, idx, timer, cache, device, check, backward=True):
-    """One step of train.train for a HAGCN model with HAGCN.forward unrolled (same tensors, same order)."""
+def hagcn_step(model, loss_fn, opt, X, y, idx, timer, cache, device, check, backward=True, coords=None):
+    """One step of train.train for a HAGCN model with HAGCN.forward unrolled (same tensors, same order); `coords`:
+    the training rows' diffusion coordinates (main.global_graph), which the default batch graph and target use."""
     timer("start")
     xb, yb = X[idx], y[idx]
+    cb = None if coords is None else coords[idx]
     timer("data")
     z1 = model.encoder(xb)
     h = model.head(xb if model.hash_head == "linear" else z1)
     probs = torch.sigmoid(model.alpha * h)
     timer("rest fwd+loss")
-    g = graph_mod.batch_graph(xb if model.graph_source == "input" else z1, model.knn)
+    g = graph_mod.batch_graph(cb if cb is not None else xb if model.graph_source == "input" else z1, model.knn)
     timer("graph")
     spec = None
     if isinstance(model.filter, (graph_mod.FourierFilter, graph_mod.SplineFilter)):
@@ -195,7 +214,7 @@ def hagcn_step(model, loss_fn, opt, X, y, idx, timer, cache, device, check, back
     timer("spectrum")
     z3 = model.filter(z1, g)
     timer("filter")
-    out = {"z1": z1, "logits": h, "probs": probs, "recon": model.decoder(z3), "a_hat": g.a_hat}
+    out = {"z1": z1, "logits": h, "probs": probs, "recon": model.decoder(z3), "a_hat": g.a_hat, "coords": cb}
     loss = loss_fn(out, xb, yb)
     if not torch.isfinite(loss):
         raise RuntimeError("loss is not finite")
@@ -212,7 +231,7 @@ def hagcn_step(model, loss_fn, opt, X, y, idx, timer, cache, device, check, back
     return loss
 
 
-def plain_step(model, loss_fn, opt, X, y, idx, timer, cache, device, check):
+def plain_step(model, loss_fn, opt, X, y, idx, timer, cache, device, check, coords=None):
     timer("start")
     xb, yb = X[idx], y[idx]
     timer("data")
@@ -232,25 +251,27 @@ def plain_step(model, loss_fn, opt, X, y, idx, timer, cache, device, check):
 
 def profile_steps(method, X, y, n_classes, args, device, n_steps, warmup=5, opt_kwargs=None):
     """{segment: median ms}, median total ms; the unrolled forward is first checked against model.forward."""
+    coords = global_graph(X.cpu().numpy(), method_args(method, args), GRAPH_CACHE).coords if is_hagcn(method) else None
+    coords = None if coords is None else coords.to(device)
     model, loss_fn = build(method, X.shape[1], n_classes, args)
     model.to(device)
     model.prepare(X[:4096], y[:4096])
     model.train()
     model.set_epoch(0, 1)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr, **(opt_kwargs or {}))
-    step = hagcn_step if method in FILTER_NAMES else plain_step
+    step = hagcn_step if is_hagcn(method) else plain_step
     sync = sync_fn(device)
     gen = torch.Generator().manual_seed(args.seed)
     order = torch.cat([torch.randperm(len(X), generator=gen) for _ in range(math.ceil((n_steps + warmup + 1) * BATCH
                                                                                       / len(X)))])
     batches = order.to(device).split(BATCH)
     cache: dict = {}
-    if method in FILTER_NAMES:  # the unrolled forward must compute what model.forward computes
+    if is_hagcn(method):  # the unrolled forward must compute what model.forward computes
         with torch.no_grad():
             xb, yb = X[batches[0]], y[batches[0]]
-            ref = loss_fn(model(xb), xb, yb)
+            ref = loss_fn(model(xb, coords=None if coords is None else coords[batches[0]]), xb, yb)
             unrolled = hagcn_step(model, loss_fn, None, X, y, batches[0], lambda s: None, cache, device, False,
-                                  backward=False)
+                                  backward=False, coords=coords)
             if not torch.allclose(ref, unrolled, rtol=1e-5, atol=1e-6):
                 raise AssertionError(f"{method}: unrolled step loss {float(unrolled)} != model.forward {float(ref)}")
     seg = {s: [] for s in SEGMENTS}
@@ -263,7 +284,7 @@ def profile_steps(method, X, y, n_classes, args, device, n_steps, warmup=5, opt_
                 sync()
                 marks.append((name, time.perf_counter()))
 
-            step(model, loss_fn, opt, X, y, idx, timer, cache, device, check=(i == 0))
+            step(model, loss_fn, opt, X, y, idx, timer, cache, device, check=(i == 0), coords=coords)
             if i < warmup:
                 continue
             per = dict.fromkeys(SEGMENTS, 0.0)
@@ -283,7 +304,7 @@ def bench_indexing(X, y, args, device, n=200):
     sync = sync_fn(device)
     sync()
     t = time.perf_counter()
-    pool = neighbour_pool(X.cpu().numpy(), args)
+    pool = global_graph(X.cpu().numpy(), args).neighbours[:, :args.neighbour_pool]  # built, not read from the cache
     sync()
     pool_s = time.perf_counter() - t
     t = time.perf_counter()
@@ -410,10 +431,9 @@ def main(argv=None) -> int:
     check_device(device, "X, y", X, y)
     n_classes = len(data.classes)
     args = project_args(seed=0)
-    args.device = str(device)  # where main.neighbour_pool computes the pool
 
     deep, note = available_baselines()
-    methods = list(FILTER_NAMES) + deep
+    methods = list(FILTER_NAMES) + [PAPER_GRAPH] + deep
     if a.methods:
         methods = [m for m in methods if m in a.methods]
     dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
@@ -433,14 +453,14 @@ def main(argv=None) -> int:
     rows = []
     for m in methods:
         s = med(times[m])
-        kind = "HAGCN" if m in FILTER_NAMES else "deep baseline"
+        kind = "HAGCN" if is_hagcn(m) else "deep baseline"
         ratio = s / gcn
-        flag = "" if m not in FILTER_NAMES or ratio <= 1.5 else "  > 1.5x"
+        flag = "" if not is_hagcn(m) or ratio <= 1.5 else "  > 1.5x"
         rows.append([m, kind, f"{s:.2f}", f"{min(times[m]):.2f}", f"{max(times[m]):.2f}",
                      f"{s / spe * 1e3:.1f}", f"{ratio:.2f}x{flag}"])
     log(table(["method", "kind", "s/epoch (median)", "min", "max", "ms/step", "vs gcn"], rows,
               f"Seconds per epoch ({spe} steps of {BATCH}) on {device}"))
-    slow = [m for m in methods if m in FILTER_NAMES and med(times[m]) / gcn > 1.5]
+    slow = [m for m in methods if is_hagcn(m) and med(times[m]) / gcn > 1.5]
     log("target (every filter within 1.5x of gcn): " + ("met" if not slow else f"NOT met by {', '.join(slow)}"))
     pre = {m: s for m, s in prepare_s.items() if s > 0.05}
     if pre:
@@ -452,7 +472,7 @@ def main(argv=None) -> int:
     rows = []
     for m in methods:
         seg, total = profile_steps(m, X, y, n_classes, args, device, a.profile_steps)
-        graphy = m in FILTER_NAMES
+        graphy = is_hagcn(m)
         cells = [m] + [f"{seg[s]:.2f}" if graphy or s not in ("graph", "spectrum", "filter") else "-"
                        for s in SEGMENTS]
         rows.append(cells + [f"{sum(seg.values()):.1f}", f"{total:.1f}"])
