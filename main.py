@@ -35,8 +35,8 @@ from train import CheckpointError, TrainingDiverged, atomic_save, encode, train
 REPO = Path(__file__).resolve().parent
 CSV_COLUMNS = ["dataset", "method", "task", "k", "knn", "tau", "hash_len", "topk", "ties", "map", "map_index",
                "map_expected", "precision_at_k", "recall_at_k", "precision_r2", "train_seconds", "seed", "fold",
-               "split", "num_epochs", "batch_size", "batch_group", "lr", "hash_head", "loss_form", "sim_target", "lambda_", "supervised",
-               "metric", "run_id", "finished"]
+               "split", "num_epochs", "batch_size", "batch_group", "graph_edges", "lr", "hash_head", "loss_form",
+               "sim_target", "lambda_", "supervised", "metric", "run_id", "finished"]
 RUN_KEYS = ["dataset", "root_dir", "subsample", "split", "folds", "query_per_class", "num_train", "k", "knn",
             "hidden", "hash_head", "graph_source", "alpha", "alpha_max", "tau", "loss_form", "sim_target",
             "lambda_", "num_epochs", "batch_size", "batch_group", "neighbour_pool", "graph_edges", "diffusion_dims",
@@ -322,7 +322,8 @@ def run_grid(args) -> list[dict]:
                            "recall_at_k": f"{metrics['recall_at_k']:.6f}",
                            "precision_r2": f"{metrics['precision_r2']:.6f}", "train_seconds": f"{seconds:.2f}",
                            "seed": args.seed, "fold": fold, "split": args.split, "num_epochs": args.num_epochs,
-                           "batch_size": args.batch_size, "batch_group": args.batch_group, "lr": args.lr,
+                           "batch_size": args.batch_size, "batch_group": args.batch_group,
+                           "graph_edges": args.graph_edges, "lr": args.lr,
                            "hash_head": args.hash_head,
                            "loss_form": args.loss_form, "sim_target": args.sim_target, "lambda_": args.lambda_,
                            "supervised": method in baselines.SUPERVISED, "metric": args.metric, "run_id": run_id,
