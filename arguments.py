@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
@@ -193,12 +194,31 @@ def check_args(args: argparse.Namespace) -> None:
 
 
 def check_log_dir(log_dir: Path) -> None:
-    """The log folder must be creatable and writable before hours of training, not after; it is not created here,
-    so a run rejected later (bad data) leaves nothing behind."""
+    """The log folder must be creatable and writable before hours of training, not after. Permission bits do not
+    tell (root passes os.access even under /proc), so the folder is created and a probe file written, then both
+    removed again: a run rejected later (bad data) leaves nothing behind."""
     existing = log_dir.absolute()
     while not existing.exists() and not existing.is_symlink():
         existing = existing.parent
     if not existing.is_dir():
         raise ArgError(f"--log_dir {log_dir}: cannot create ({existing} is not a directory)")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ArgError(f"--log_dir {log_dir}: not writable ({existing})")
+    created = log_dir.absolute().relative_to(existing).parts
+    try:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=log_dir, prefix=".probe")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        where = f"{e.filename}: " if e.filename and str(e.filename) != str(log_dir) else ""
+        raise ArgError(f"--log_dir {log_dir}: cannot create or write ({where}{e.strerror})")
+    finally:
+        remove_empty_dirs(existing, created)
+
+
+def remove_empty_dirs(base: Path, parts: tuple[str, ...]) -> None:
+    """Remove base/parts[0]/.../parts[-1] bottom-up while each is empty (the folders a probe created)."""
+    for depth in range(len(parts), 0, -1):
+        try:
+            (base / Path(*parts[:depth])).rmdir()
+        except OSError:
+            return
