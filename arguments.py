@@ -5,6 +5,7 @@ Precedence: built-in defaults < --config FILE.yaml < flags on the command line.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 import tempfile
@@ -76,6 +77,8 @@ def build_parser() -> Parser:
     a("--log_dir", type=str, default="logs", help="results.csv, run folders (checkpoints, codes, JSON)")
     a("--resume", action="store_true", help="continue interrupted runs from their checkpoints")
     a("--force", action="store_true", help="redo runs already recorded in results.csv")
+    a("--tensorboard", action="store_true",
+      help="also log each epoch's losses to TensorBoard (run folder/tensorboard; needs `pip install tensorboard`)")
     return p
 
 
@@ -190,6 +193,8 @@ def check_args(args: argparse.Namespace) -> None:
         need(torch.cuda.is_available(), f"--device {args.device}: CUDA is not available on this machine (use --device cpu)")
     else:
         need(args.device == "cpu", f"--device {args.device}: unknown (use cpu or cuda)")
+    need(not args.tensorboard or importlib.util.find_spec("tensorboard") is not None,
+         "--tensorboard: the tensorboard package is not installed (pip install tensorboard)")
     check_log_dir(Path(args.log_dir))
 
 

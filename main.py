@@ -99,7 +99,7 @@ def fit_and_encode(method: str, task: str, bits: int, X: np.ndarray, y: np.ndarr
     seconds = train(model, loss_fn, X_all[torch.from_numpy(split.train).to(device)], y_train,
                     num_epochs=args.num_epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                     desc=desc, checkpoint=run_dir / "checkpoint.pt", resume=args.resume, neighbours=pool(),
-                    group=args.batch_group)
+                    group=args.batch_group, history=run_dir / "epochs.csv", tensorboard=args.tensorboard)
     to_dev = lambda idx: X_all[torch.from_numpy(idx).to(device)]
     return encode(model, to_dev(split.query)), encode(model, to_dev(split.db)), seconds
 

@@ -36,6 +36,7 @@ import baselines  # noqa: E402
 import graph as graph_mod  # noqa: E402
 from arguments import FILTER_NAMES, build_parser  # noqa: E402
 from data import load_fashion_mnist, make_splits, standardise  # noqa: E402
+from losses import total  # noqa: E402
 from main import build_hagcn, neighbour_pool  # noqa: E402
 from train import epoch_batches, train  # noqa: E402
 
@@ -196,7 +197,7 @@ def hagcn_step(model, loss_fn, opt, X, y, idx, timer, cache, device, check, back
     z3 = model.filter(z1, g)
     timer("filter")
     out = {"z1": z1, "logits": h, "probs": probs, "recon": model.decoder(z3), "a_hat": g.a_hat}
-    loss = loss_fn(out, xb, yb)
+    loss = total(loss_fn(out, xb, yb))
     if not torch.isfinite(loss):
         raise RuntimeError("loss is not finite")
     timer("rest fwd+loss")
@@ -217,7 +218,7 @@ def plain_step(model, loss_fn, opt, X, y, idx, timer, cache, device, check):
     xb, yb = X[idx], y[idx]
     timer("data")
     out = model(xb)
-    loss = loss_fn(out, xb, yb)
+    loss = total(loss_fn(out, xb, yb))
     if not torch.isfinite(loss):
         raise RuntimeError("loss is not finite")
     timer("rest fwd+loss")
@@ -248,7 +249,7 @@ def profile_steps(method, X, y, n_classes, args, device, n_steps, warmup=5, opt_
     if method in FILTER_NAMES:  # the unrolled forward must compute what model.forward computes
         with torch.no_grad():
             xb, yb = X[batches[0]], y[batches[0]]
-            ref = loss_fn(model(xb), xb, yb)
+            ref = total(loss_fn(model(xb), xb, yb))
             unrolled = hagcn_step(model, loss_fn, None, X, y, batches[0], lambda s: None, cache, device, False,
                                   backward=False)
             if not torch.allclose(ref, unrolled, rtol=1e-5, atol=1e-6):
@@ -355,7 +356,7 @@ def extra_adam(X, y, n_classes, args, device, n_steps, log):
         model, loss_fn = build(m, X.shape[1], n_classes, args)
         model.to(device).train()
         xb, yb = X[:BATCH], y[:BATCH]
-        loss_fn(model(xb), xb, yb).backward()
+        total(loss_fn(model(xb), xb, yb)).backward()
         cells = [m, f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M"]
         for kw in ({"foreach": False}, {"foreach": True}, {"fused": True}):
             try:
