@@ -69,6 +69,8 @@ def build_parser() -> Parser:
     a("--batch_size", type=int, default=128)
     a("--lr", type=float, default=1e-4)
     a("--seed", type=int, default=0)
+    a("--precision", choices=["fp32", "bf16"], default="fp32",
+      help="bf16: forward and loss under bfloat16 autocast (faster on CPUs with AVX512-BF16/AMX; fp32 weights)")
     a("--device", type=str, default=None, help="cuda or cpu (default: cuda when available)")
     # evaluation and outputs
     a("--topk", type=int, default=200, help="mAP@topk (0 = whole database)")

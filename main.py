@@ -33,7 +33,8 @@ from train import CheckpointError, TrainingDiverged, atomic_save, encode, train
 REPO = Path(__file__).resolve().parent
 RUN_KEYS = ["dataset", "root_dir", "subsample", "split", "folds", "query_per_class", "num_train", "k", "knn",
             "hidden", "hash_head", "graph_source", "alpha", "alpha_max", "tau", "loss_form", "sim_target",
-            "lambda_", "num_epochs", "batch_size", "batch_group", "neighbour_pool", "lr", "seed", "topk", "metric"]
+            "lambda_", "num_epochs", "batch_size", "batch_group", "neighbour_pool", "lr", "precision", "seed", "topk",
+            "metric"]
 
 
 # ----------------------------------------------------------------------------- one run
@@ -99,7 +100,8 @@ def fit_and_encode(method: str, task: str, bits: int, X: np.ndarray, y: np.ndarr
     seconds = train(model, loss_fn, X_all[torch.from_numpy(split.train).to(device)], y_train,
                     num_epochs=args.num_epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                     desc=desc, checkpoint=run_dir / "checkpoint.pt", resume=args.resume, neighbours=pool(),
-                    group=args.batch_group, history=run_dir / "epochs.csv", tensorboard=args.tensorboard)
+                    group=args.batch_group, history=run_dir / "epochs.csv", tensorboard=args.tensorboard,
+                    precision=args.precision)
     to_dev = lambda idx: X_all[torch.from_numpy(idx).to(device)]
     return encode(model, to_dev(split.query)), encode(model, to_dev(split.db)), seconds
 
@@ -187,7 +189,7 @@ def result_row(cell: Cell, args, data: Dataset, metrics: dict, seconds: float, r
             "precision_at_k": f"{metrics['precision_at_k']:.6f}", "recall_at_k": f"{metrics['recall_at_k']:.6f}",
             "precision_r2": f"{metrics['precision_r2']:.6f}", "train_seconds": f"{seconds:.2f}",
             "seed": args.seed, "fold": cell.fold, "split": args.split, "num_epochs": args.num_epochs,
-            "batch_size": args.batch_size, "batch_group": args.batch_group, "lr": args.lr,
+            "batch_size": args.batch_size, "batch_group": args.batch_group, "lr": args.lr, "precision": args.precision,
             "hash_head": args.hash_head, "loss_form": args.loss_form, "sim_target": args.sim_target,
             "lambda_": args.lambda_, "supervised": cell.method in baselines.SUPERVISED, "metric": args.metric,
             "run_id": run_id, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
@@ -238,25 +240,34 @@ def run_grid(args) -> list[dict]:
     return rows
 
 
-def main(argv: list[str] | None = None) -> int:
+def table_title(args) -> str:
+    folds = f", {args.folds} folds" if args.folds > 1 else ""
+    return (f"mAP@{args.topk or 'all'} on {args.dataset} (split {args.split}{folds}, "
+            f"{args.num_epochs} epochs, seed {args.seed})")
+
+
+def run(argv: list[str] | None = None) -> tuple[int, list[dict], object]:
+    """main.py's job: (exit status, the grid's results.csv rows, the parsed flags); prints the table."""
+    args = None
     try:
         args = parse_args(argv)
         rows = run_grid(args)
     except (ArgError, DataError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return 2, [], args
     except TrainingDiverged as e:
         print(f"error: {e}; no result row was written", file=sys.stderr)
-        return 1
+        return 1, [], args
     except KeyboardInterrupt:
         print("interrupted: finished runs are in results.csv; add --resume to continue from the last checkpoint",
               file=sys.stderr)
-        return 130
-    folds = f", {args.folds} folds" if args.folds > 1 else ""
-    title = (f"mAP@{args.topk or 'all'} on {args.dataset} (split {args.split}{folds}, "
-             f"{args.num_epochs} epochs, seed {args.seed})")
-    print(format_table(rows, args.exp_hash_len, title))
-    return 0
+        return 130, [], args
+    print(format_table(rows, args.exp_hash_len, table_title(args)))
+    return 0, rows, args
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(argv)[0]
 
 
 if __name__ == "__main__":

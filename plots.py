@@ -46,7 +46,7 @@ MARKERS = {"lsh": "v", "pcah": "^", "itq": "s", "sh": "D", "bihalf": "P", "dsh":
 # the others only to the methods that use them: a closed-form baseline ignores the training settings.
 COMMON = ["dataset", "root_dir", "subsample", "split", "folds", "query_per_class", "num_train", "metric", "topk",
           "hash_len"]
-TRAINING = ["num_epochs", "batch_size", "lr", "hidden"]
+TRAINING = ["num_epochs", "batch_size", "lr", "hidden", "precision"]
 HAGCN_ONLY = ["k", "knn", "tau", "hash_head", "graph_source", "alpha", "alpha_max", "loss_form", "sim_target",
               "lambda_"]
 AVERAGED = ["seed", "fold"]

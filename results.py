@@ -17,8 +17,8 @@ import numpy as np
 
 CSV_COLUMNS = ["dataset", "method", "task", "k", "knn", "tau", "hash_len", "topk", "map", "precision_at_k",
                "recall_at_k", "precision_r2", "train_seconds", "seed", "fold", "split", "num_epochs",
-               "batch_size", "batch_group", "lr", "hash_head", "loss_form", "sim_target", "lambda_", "supervised",
-               "metric", "run_id", "finished"]
+               "batch_size", "batch_group", "lr", "precision", "hash_head", "loss_form", "sim_target", "lambda_",
+               "supervised", "metric", "run_id", "finished"]
 EVAL_KEYS = {"topk", "metric"}  # change only the evaluation: a run differing in these reuses the trained codes
 
 

@@ -124,14 +124,16 @@ def as_terms(value: dict[str, torch.Tensor] | torch.Tensor) -> dict[str, torch.T
 def train(model: HashModel, loss_fn: LossFn, X: torch.Tensor, y: torch.Tensor, *, num_epochs: int,
           batch_size: int, lr: float, seed: int, desc: str, checkpoint: Path | None = None,
           resume: bool = False, neighbours: torch.Tensor | None = None, group: int = 1,
-          history: Path | None = None, tensorboard: bool = False) -> float:
+          history: Path | None = None, tensorboard: bool = False, precision: str = "fp32") -> float:
     """Adam on mini-batches of the training rows (X, y already on the device); returns training seconds.
 
     Batches are shuffled partitions, or neighbourhood batches when `neighbours` is given (see epoch_batches).
     They come from a generator seeded with `seed`, so the same seed gives the same model. `loss_fn` returns a
     scalar or a dict of named terms whose sum is minimised; each term's epoch mean goes to `history` (epochs.csv).
+    Adam is the fused kernel (one pass over all parameters; the single-tensor default was a quarter of a CPU step).
+    precision "bf16" runs the forward and loss under bfloat16 autocast (fp32 weights, optimiser and codes).
     """
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, fused=True)
     gen = torch.Generator().manual_seed(seed)
     start, seconds = 0, 0.0
     if resume and checkpoint is not None and checkpoint.is_file():
@@ -148,7 +150,8 @@ def train(model: HashModel, loss_fn: LossFn, X: torch.Tensor, y: torch.Tensor, *
         sums: dict[str, torch.Tensor] = {}
         for step, idx in enumerate(epoch_batches(len(X), batch_size, gen, neighbours, group, X.device)):
             xb, yb = X[idx], y[idx]
-            terms = as_terms(loss_fn(model(xb), xb, yb))
+            with torch.autocast(X.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                terms = as_terms(loss_fn(model(xb), xb, yb))
             loss = total(terms)
             if not torch.isfinite(loss):
                 raise TrainingDiverged(f"{desc}: loss is {loss.item()} at epoch {epoch + 1}, step {step + 1}")
