@@ -1,4 +1,5 @@
-"""Losses. Each takes the model's output dict, the batch x and its labels y, and returns a scalar."""
+"""Losses. Each takes the model's output dict, the batch x and its labels y, and returns its named terms, a dict of
+scalars whose sum (`total`) is the loss; train.train records each term per epoch (epochs.csv)."""
 from __future__ import annotations
 
 import torch
@@ -24,9 +25,14 @@ def similarity_target(x: torch.Tensor, a_hat: torch.Tensor | None, kind: str,
     raise ValueError(f"unknown similarity target {kind!r}")
 
 
+def total(terms: dict[str, torch.Tensor] | torch.Tensor) -> torch.Tensor:
+    """The loss: the sum of a loss function's terms (a scalar passes through)."""
+    return sum(terms.values()) if isinstance(terms, dict) else terms
+
+
 def hagcn_loss(out: dict, x: torch.Tensor, y: torch.Tensor, *, lambda_: float, form: str = "ours",
-               target: str = "knn") -> torch.Tensor:
-    """Reconstruction + similarity preservation.
+               target: str = "knn") -> dict[str, torch.Tensor]:
+    """Reconstruction + similarity preservation (terms 'reconstruction' and 'similarity', the latter with lambda).
 
     ours:       MSE(X_hat, X) + lambda * mean((P_s P_s^T / L - S)^2),  P_s = 2P - 1
     paper_repo: MSE(X_hat, X) + lambda * mean((P_s P_s^T - L * Z1 Z1^T / B)^2)  (the paper repo's form)
@@ -37,9 +43,9 @@ def hagcn_loss(out: dict, x: torch.Tensor, y: torch.Tensor, *, lambda_: float, f
     recon = F.mse_loss(out["recon"], x)
     if form == "paper_repo":
         z1 = out["z1"]
-        return recon + lambda_ * ((ps @ ps.T - n_bits * (z1 @ z1.T) / n) ** 2).mean()
+        return {"reconstruction": recon, "similarity": lambda_ * ((ps @ ps.T - n_bits * (z1 @ z1.T) / n) ** 2).mean()}
     s = similarity_target(x, out["a_hat"], target, out.get("coords"))
-    return recon + lambda_ * ((ps @ ps.T / n_bits - s) ** 2).mean()
+    return {"reconstruction": recon, "similarity": lambda_ * ((ps @ ps.T / n_bits - s) ** 2).mean()}
 
 
 # ----------------------------------------------------------------------------- deep baselines (SPEC section 3)
@@ -56,7 +62,7 @@ def off_diagonal(n: int, device: torch.device) -> torch.Tensor:
     return ~torch.eye(n, dtype=torch.bool, device=device)
 
 
-def bihalf_loss(out: dict, x: torch.Tensor, y: torch.Tensor, *, gamma: float = 1.0) -> torch.Tensor:
+def bihalf_loss(out: dict, x: torch.Tensor, y: torch.Tensor, *, gamma: float = 1.0) -> dict[str, torch.Tensor]:
     """Bi-half (Li & van Gemert, AAAI 2021), unsupervised, on embeddings instead of images.
 
         mean((B B^T / L - S)^2) + gamma * mean((u - B)^2)
@@ -71,11 +77,11 @@ def bihalf_loss(out: dict, x: torch.Tensor, y: torch.Tensor, *, gamma: float = 1
     b, u = out["bits_st"], out["logits"]
     n_bits = b.shape[1]
     s = similarity_target(x, None, "cosine")
-    return ((b @ b.T / n_bits - s) ** 2).mean() + gamma * ((u - out["bits"]) ** 2).mean()
+    return {"similarity": ((b @ b.T / n_bits - s) ** 2).mean(), "consistency": gamma * ((u - out["bits"]) ** 2).mean()}
 
 
 def dsh_loss(out: dict, x: torch.Tensor, y: torch.Tensor, *, alpha: float = 0.01,
-             margin: float | None = None) -> torch.Tensor:
+             margin: float | None = None) -> dict[str, torch.Tensor]:
     """DSH (Liu et al., CVPR 2016), averaged over the pairs i != j of the batch:
 
         0.5 s_ij D_ij + 0.5 (1 - s_ij) max(m - D_ij, 0),   D_ij = ||u_i - u_j||^2,  m = 2L
@@ -90,10 +96,10 @@ def dsh_loss(out: dict, x: torch.Tensor, y: torch.Tensor, *, alpha: float = 0.01
     pair = 0.5 * s * dist + 0.5 * (1 - s) * torch.relu(m - dist)
     mask = off_diagonal(n, u.device)
     pair_term = pair[mask].mean() if n > 1 else u.sum() * 0
-    return pair_term + alpha * (u.abs() - 1).abs().sum(1).mean()
+    return {"pairwise": pair_term, "quantisation": alpha * (u.abs() - 1).abs().sum(1).mean()}
 
 
-def hashnet_loss(out: dict, x: torch.Tensor, y: torch.Tensor, *, scale: float | None = None) -> torch.Tensor:
+def hashnet_loss(out: dict, x: torch.Tensor, y: torch.Tensor, *, scale: float | None = None) -> dict[str, torch.Tensor]:
     """HashNet (Cao et al., ICCV 2017): weighted pairwise cross-entropy on the inner products, pairs i != j,
 
         w_ij (log(1 + exp(a <u_i,u_j>)) - s_ij a <u_i,u_j>),   u = tanh(beta h),  a = scale = 10 / L,
@@ -109,15 +115,15 @@ def hashnet_loss(out: dict, x: torch.Tensor, y: torch.Tensor, *, scale: float | 
     ip = a * (u @ u.T)
     mask = off_diagonal(n, u.device)
     if n < 2:
-        return u.sum() * 0
+        return {"pairwise": u.sum() * 0}
     s_off = s[mask]
     total = float(s_off.numel())
     n_sim = s_off.sum()
     w = torch.where(s_off > 0, total / n_sim.clamp(min=1), total / (total - n_sim).clamp(min=1))
-    return (w * (F.softplus(ip[mask]) - s_off * ip[mask])).mean()
+    return {"pairwise": (w * (F.softplus(ip[mask]) - s_off * ip[mask])).mean()}
 
 
-def shc_loss(out: dict, x: torch.Tensor, y: torch.Tensor, *, quant: float = 0.1) -> torch.Tensor:
+def shc_loss(out: dict, x: torch.Tensor, y: torch.Tensor, *, quant: float = 0.1) -> dict[str, torch.Tensor]:
     """SHC (Chen et al., 2024), training toward the hash centers:
 
         BCE((u + 1) / 2, (c_y + 1) / 2) + quant * mean((|u| - 1)^2),   u = tanh(h)
@@ -132,4 +138,4 @@ def shc_loss(out: dict, x: torch.Tensor, y: torch.Tensor, *, quant: float = 0.1)
         target = torch.where(y.float() @ centers >= 0, 1.0, -1.0)
     u = torch.tanh(h)
     bce = F.binary_cross_entropy_with_logits(2 * h, (target + 1) / 2)
-    return bce + quant * ((u.abs() - 1) ** 2).mean()
+    return {"center": bce, "quantisation": quant * ((u.abs() - 1) ** 2).mean()}

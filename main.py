@@ -6,9 +6,7 @@
 """
 from __future__ import annotations
 
-import csv
 import hashlib
-import json
 import os
 import platform
 import shutil
@@ -30,18 +28,14 @@ from evaluate import evaluate_codes
 from graph import diffusion_map, knn_graph
 from losses import hagcn_loss
 from model import HAGCN
+from results import ResultsLog, format_table, run_id_of, train_id_of
 from train import CheckpointError, TrainingDiverged, atomic_save, encode, train
 
 REPO = Path(__file__).resolve().parent
-CSV_COLUMNS = ["dataset", "method", "task", "k", "knn", "tau", "hash_len", "topk", "ties", "map", "map_index",
-               "map_expected", "precision_at_k", "recall_at_k", "precision_r2", "train_seconds", "seed", "fold",
-               "split", "num_epochs", "batch_size", "batch_group", "graph_edges", "lr", "hash_head", "loss_form",
-               "sim_target", "lambda_", "supervised", "metric", "run_id", "finished"]
 RUN_KEYS = ["dataset", "root_dir", "subsample", "split", "folds", "query_per_class", "num_train", "k", "knn",
             "hidden", "hash_head", "graph_source", "alpha", "alpha_max", "tau", "loss_form", "sim_target",
             "lambda_", "num_epochs", "batch_size", "batch_group", "neighbour_pool", "graph_edges", "diffusion_dims",
-            "diffusion_t", "lr", "seed", "topk", "metric", "ties"]
-EVAL_KEYS = {"topk", "metric", "ties"}  # change only the evaluation: a run differing in these reuses the trained codes
+            "diffusion_t", "lr", "precision", "seed", "topk", "metric", "ties"]
 
 
 # ----------------------------------------------------------------------------- one run
@@ -51,29 +45,6 @@ def run_settings(args, method: str, task: str, bits: int, fold: int) -> dict:
     settings = {key: getattr(args, key) for key in RUN_KEYS}
     settings.update(method=method, task=task, hash_len=bits, fold=fold)
     return settings
-
-
-def run_id_of(settings: dict) -> str:
-    return hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
-def train_id_of(settings: dict) -> str:
-    """Hash of the settings that determine the codes (everything but the evaluation's)."""
-    return run_id_of({k: v for k, v in settings.items() if k not in EVAL_KEYS})
-
-
-def trained_runs(done: dict[str, dict], log_dir: Path) -> dict[str, Path]:
-    """{train_id: folder} of the finished runs in results.csv (codes.npz is written last, so it marks one)."""
-    found = {}
-    for row in done.values():
-        folder = log_dir / "runs" / row["run_id"]
-        try:
-            settings = json.loads((folder / "run.json").read_text())["settings"]
-        except (OSError, ValueError, KeyError):
-            continue
-        if (folder / "codes.npz").is_file():
-            found[train_id_of(settings)] = folder
-    return found
 
 
 def reuse_trained(source: Path, run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -175,7 +146,8 @@ def fit_and_encode(method: str, task: str, bits: int, X: np.ndarray, y: np.ndarr
                     neighbours=g.neighbours[:, :args.neighbour_pool] if args.batch_group > 1 else None,
                     group=args.batch_group,
                     edges=g.neighbours[:, :args.knn].to(device) if args.graph_edges == "global" else None,
-                    coords=g.coords.to(device) if g.coords is not None else None)
+                    coords=g.coords.to(device) if g.coords is not None else None, history=run_dir / "epochs.csv",
+                    tensorboard=args.tensorboard, precision=args.precision)
     to_dev = lambda idx: X_all[torch.from_numpy(idx).to(device)]
     return encode(model, to_dev(split.query)), encode(model, to_dev(split.db)), seconds
 
@@ -195,12 +167,6 @@ def save_codes(path: Path, data: Dataset, split: Split, q_bits: np.ndarray, db_b
     os.replace(tmp, path)
 
 
-def write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    os.replace(tmp, path)
-
-
 def environment() -> dict:
     """Package versions and the git commit, recorded with every run."""
     try:
@@ -214,61 +180,39 @@ def environment() -> dict:
             "scipy": scipy.__version__, "scikit-learn": sklearn.__version__, "git_commit": commit}
 
 
-# ----------------------------------------------------------------------------- results.csv
+# ----------------------------------------------------------------------------- the grid
 
-def read_results(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+@dataclass(frozen=True)
+class Cell:
+    """One grid cell: a method (HAGCN with one filter) at one code length on one fold."""
+    method: str
+    task: str
+    bits: int
+    fold: int
 
-
-def append_result(path: Path, row: dict) -> None:
-    """Rewrite results.csv with the new row through a temporary file: never half a row, old columns kept."""
-    rows = read_results(path) + [row]
-    columns = CSV_COLUMNS + [c for r in rows for c in r if c not in CSV_COLUMNS]
-    columns = list(dict.fromkeys(columns))
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
+    @property
+    def desc(self) -> str:
+        name = f"hagcn-{self.task}" if self.method == "hagcn" else self.method
+        return f"{name} {self.bits} bits fold {self.fold}"
 
 
-# ----------------------------------------------------------------------------- the table
-
-def format_table(rows: list[dict], bits: list[int], title: str) -> str:
-    """Rows = method (HAGCN: one per filter), columns = code lengths; mean +- std over folds."""
-    names = list(dict.fromkeys(row_name(r) for r in rows))
-    supervised = {row_name(r): r["supervised"] for r in rows}
-    head = f"{'method':<16}{'labels':>7}" + "".join(f"{b:>15}" for b in bits)
-    lines = [title, head, "-" * len(head)]
-    for name in names:
-        cells = []
-        for b in bits:
-            vals = [float(r["map"]) for r in rows if row_name(r) == name and int(r["hash_len"]) == b]
-            if not vals:
-                cells.append(f"{'-':>15}")
-            elif len(vals) == 1:
-                cells.append(f"{vals[0]:>15.4f}")
-            else:
-                cells.append(f"{np.mean(vals):>8.4f}\u00b1{np.std(vals):.4f}")
-        lines.append(f"{name:<16}{'yes' if supervised[name] in (True, 'True') else 'no':>7}" + "".join(cells))
-    return "\n".join(lines)
+@dataclass
+class Fold:
+    """One fold's split, its standardised features and (lazily) its training rows' global neighbourhood graph."""
+    split: Split
+    X: np.ndarray
+    graph: Callable[[], GlobalGraph]
 
 
-def row_name(row: dict) -> str:
-    return f"hagcn-{row['task']}" if row["method"] == "hagcn" else row["method"]
-
-
-# ----------------------------------------------------------------------------- main
-
-def run_grid(args) -> list[dict]:
+def load_data(args) -> tuple[Dataset, list[Split]]:
+    """The dataset and its folds, checked before anything is written; fills the default --knn."""
     data = load_dataset(args.dataset, args.root_dir, args.subsample, args.seed)
     n_classes = len(data.classes)
+    source = args.root_dir or args.dataset
+    if n_classes < 2:
+        flag = "--root_dir" if args.root_dir else "--dataset"
+        raise DataError(f"{flag} {source}: has {n_classes} class; mAP needs at least two classes")
     if args.num_cls is not None and args.num_cls != n_classes:
-        source = args.root_dir or args.dataset
         raise DataError(f"--num_cls {args.num_cls}: {source} has {n_classes} classes")
     if args.knn is None:
         args.knn = min(n_classes, args.batch_size - 1)
@@ -277,88 +221,102 @@ def run_grid(args) -> list[dict]:
         if min(len(split.train), len(split.query), len(split.db)) < 2:
             raise DataError(f"{args.dataset}: {len(data.y)} items are too few for --split {args.split} "
                             f"(train {len(split.train)}, query {len(split.query)}, database {len(split.db)})")
+    return data, splits
+
+
+def grid_cells(args, fold: int) -> list[Cell]:
+    return [Cell(method, task, bits, fold) for method in args.method
+            for task in (args.task if method == "hagcn" else ["-"]) for bits in args.exp_hash_len]
+
+
+def result_row(cell: Cell, args, data: Dataset, metrics: dict, seconds: float, run_id: str) -> dict:
+    return {"dataset": data.name, "method": cell.method, "task": cell.task, "k": args.k, "knn": args.knn,
+            "tau": args.tau, "hash_len": cell.bits, "topk": args.topk, "ties": args.ties,
+            "map": f"{metrics['map']:.6f}", "map_index": f"{metrics['map_index']:.6f}",
+            "map_expected": f"{metrics['map_expected']:.6f}",
+            "precision_at_k": f"{metrics['precision_at_k']:.6f}", "recall_at_k": f"{metrics['recall_at_k']:.6f}",
+            "precision_r2": f"{metrics['precision_r2']:.6f}", "train_seconds": f"{seconds:.2f}",
+            "seed": args.seed, "fold": cell.fold, "split": args.split, "num_epochs": args.num_epochs,
+            "batch_size": args.batch_size, "batch_group": args.batch_group, "graph_edges": args.graph_edges,
+            "lr": args.lr, "precision": args.precision,
+            "hash_head": args.hash_head, "loss_form": args.loss_form, "sim_target": args.sim_target,
+            "lambda_": args.lambda_, "supervised": cell.method in baselines.SUPERVISED, "metric": args.metric,
+            "run_id": run_id, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+
+
+def run_cell(cell: Cell, fold: Fold, data: Dataset, args, log: ResultsLog, env: dict) -> dict:
+    """Train (or skip, or re-evaluate the codes of) one grid cell; returns its results.csv row. The run folder's
+    checkpoint is written by train.train, its codes, run.json and results.csv row by log.add."""
+    settings = run_settings(args, cell.method, cell.task, cell.bits, cell.fold)
+    run_id, train_id = run_id_of(settings), train_id_of(settings)
+    row = log.finished(run_id, args.force)
+    if row is not None:
+        print(f"skip {cell.desc}: already in {log.csv} (run {run_id}; --force to redo)", file=sys.stderr)
+        return row
+    run_dir = log.dir / "runs" / run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    source = log.trained_in(train_id, args.force)
+    if source is not None:
+        print(f"{cell.desc}: evaluating the codes of run {source.name} (same training settings)", file=sys.stderr)
+        q_bits, db_bits = reuse_trained(source, run_dir)
+        seconds = float(log.done[source.name]["train_seconds"])
+    else:
+        q_bits, db_bits, seconds = fit_and_encode(cell.method, cell.task, cell.bits, fold.X, data.y, fold.split,
+                                                  len(data.classes), args, run_dir, cell.desc, fold.graph)
+    split = fold.split
+    metrics = evaluate_codes(q_bits, db_bits, data.y[split.query], data.y[split.db], args.topk or None,
+                             relevance=args.metric, ties=args.ties)
+    row = result_row(cell, args, data, metrics, seconds, run_id)
+    record = {"settings": settings, "args": vars(args), "environment": env, "trained_in": (source or run_dir).name,
+              "metrics": {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in metrics.items()}}
+    log.add(row, train_id, run_dir, record, partial(save_codes, run_dir / "codes.npz", data, split, q_bits, db_bits))
+    print(f"{cell.desc}: mAP@{args.topk or 'all'} {metrics['map']:.4f} ({seconds:.1f} s)", file=sys.stderr)
+    return row
+
+
+def run_grid(args) -> list[dict]:
+    """Every cell of the grid, fold by fold; returns their results.csv rows."""
+    data, splits = load_data(args)
     log_dir = Path(args.log_dir)
     log_dir.mkdir(parents=True, exist_ok=True)  # only now that the data and splits are known to be good
-    results_csv = log_dir / "results.csv"
-    done = {r["run_id"]: r for r in read_results(results_csv)}
-    trained = trained_runs(done, log_dir)
     env = environment()
-    write_json(log_dir / "last_args.json", {"args": vars(args), "environment": env})
-    topk = args.topk or None
+    log = ResultsLog(log_dir, {"args": vars(args), "environment": env})
     rows = []
-    for fold, split in enumerate(splits):
+    for index, split in enumerate(splits):
         X = standardise(data.X, split.train)
-        graph = cache(partial(global_graph, X[split.train], args, log_dir / "graphs"))
-        for method in args.method:
-            for task in (args.task if method == "hagcn" else ["-"]):
-                for bits in args.exp_hash_len:
-                    settings = run_settings(args, method, task, bits, fold)
-                    run_id = run_id_of(settings)
-                    desc = f"{method}{'-' + task if method == 'hagcn' else ''} {bits} bits fold {fold}"
-                    if run_id in done and not args.force:
-                        print(f"skip {desc}: already in {results_csv} (run {run_id}; --force to redo)", file=sys.stderr)
-                        rows.append(done[run_id])
-                        continue
-                    run_dir = log_dir / "runs" / run_id
-                    run_dir.mkdir(parents=True, exist_ok=True)
-                    train_id = train_id_of(settings)
-                    source = None if args.force else trained.get(train_id)
-                    if source is not None:
-                        print(f"{desc}: evaluating the codes of run {source.name} (same training settings)",
-                              file=sys.stderr)
-                        q_bits, db_bits = reuse_trained(source, run_dir)
-                        seconds = float(done[source.name]["train_seconds"])
-                    else:
-                        q_bits, db_bits, seconds = fit_and_encode(method, task, bits, X, data.y, split, n_classes,
-                                                                  args, run_dir, desc, graph)
-                    metrics = evaluate_codes(q_bits, db_bits, data.y[split.query], data.y[split.db], topk,
-                                             relevance=args.metric, ties=args.ties)
-                    save_codes(run_dir / "codes.npz", data, split, q_bits, db_bits)
-                    row = {"dataset": data.name, "method": method, "task": task, "k": args.k, "knn": args.knn,
-                           "tau": args.tau, "hash_len": bits, "topk": args.topk, "ties": args.ties,
-                           "map": f"{metrics['map']:.6f}", "map_index": f"{metrics['map_index']:.6f}",
-                           "map_expected": f"{metrics['map_expected']:.6f}",
-                           "precision_at_k": f"{metrics['precision_at_k']:.6f}",
-                           "recall_at_k": f"{metrics['recall_at_k']:.6f}",
-                           "precision_r2": f"{metrics['precision_r2']:.6f}", "train_seconds": f"{seconds:.2f}",
-                           "seed": args.seed, "fold": fold, "split": args.split, "num_epochs": args.num_epochs,
-                           "batch_size": args.batch_size, "batch_group": args.batch_group,
-                           "graph_edges": args.graph_edges, "lr": args.lr,
-                           "hash_head": args.hash_head,
-                           "loss_form": args.loss_form, "sim_target": args.sim_target, "lambda_": args.lambda_,
-                           "supervised": method in baselines.SUPERVISED, "metric": args.metric, "run_id": run_id,
-                           "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
-                    write_json(run_dir / "run.json", {"settings": settings, "args": vars(args), "environment": env,
-                                                      "trained_in": (source or run_dir).name,
-                                                      "metrics": {k: v.tolist() if isinstance(v, np.ndarray) else v
-                                                                  for k, v in metrics.items()}})
-                    append_result(results_csv, row)
-                    done[run_id] = row
-                    trained.setdefault(train_id, run_dir)
-                    rows.append(row)
-                    print(f"{desc}: mAP@{args.topk or 'all'} {metrics['map']:.4f} ({seconds:.1f} s)", file=sys.stderr)
+        fold = Fold(split, X, cache(partial(global_graph, X[split.train], args, log_dir / "graphs")))
+        rows += [run_cell(cell, fold, data, args, log, env) for cell in grid_cells(args, index)]
     return rows
 
 
-def main(argv: list[str] | None = None) -> int:
+def table_title(args) -> str:
+    folds = f", {args.folds} folds" if args.folds > 1 else ""
+    return (f"mAP@{args.topk or 'all'} on {args.dataset} (split {args.split}{folds}, "
+            f"{args.num_epochs} epochs, seed {args.seed}, ties: {args.ties})")
+
+
+def run(argv: list[str] | None = None) -> tuple[int, list[dict], object]:
+    """main.py's job: (exit status, the grid's results.csv rows, the parsed flags); prints the table."""
+    args = None
     try:
         args = parse_args(argv)
         rows = run_grid(args)
     except (ArgError, DataError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return 2, [], args
     except TrainingDiverged as e:
         print(f"error: {e}; no result row was written", file=sys.stderr)
-        return 1
+        return 1, [], args
     except KeyboardInterrupt:
         print("interrupted: finished runs are in results.csv; add --resume to continue from the last checkpoint",
               file=sys.stderr)
-        return 130
-    folds = f", {args.folds} folds" if args.folds > 1 else ""
-    title = (f"mAP@{args.topk or 'all'} on {args.dataset} (split {args.split}{folds}, "
-             f"{args.num_epochs} epochs, seed {args.seed}, ties: {args.ties})")
-    print(format_table(rows, args.exp_hash_len, title))
-    return 0
+        return 130, [], args
+    print(format_table(rows, args.exp_hash_len, table_title(args)))
+    return 0, rows, args
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(argv)[0]
 
 
 if __name__ == "__main__":

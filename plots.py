@@ -1,11 +1,11 @@
 """Figures from the runs main.py logged: mAP against code length, filter order K, top-k and tau, precision-recall
-curves, and a t-SNE of database codes.
+curves, a t-SNE of database codes, and the training loss curves.
 
     python plots.py                                   # every dataset in logs/results.csv -> images/
     python plots.py --log_dir logs --out images --dataset fashion_mnist --bits 32
 
 Reads `<log_dir>/results.csv` (one row per run), each run's `runs/<run_id>/run.json` (settings, the
-precision-recall curve) and `codes.npz` (database codes, for the t-SNE). A figure varies one setting; every other
+precision-recall curve), `codes.npz` (database codes, for the t-SNE) and `epochs.csv` (the loss curves). A figure varies one setting; every other
 setting is held fixed at the combination that gives that figure the most points (so an ablation of K at 32 bits
 is drawn at 32 bits even when the main grid has more rows), and rows that differ only in seed or fold are
 averaged (the shaded band is +- one standard deviation). Settings a method does not use (K for ITQ, epochs for
@@ -30,25 +30,26 @@ import numpy as np  # noqa: E402
 
 FIGSIZE = (6.0, 4.0)
 DPI = 120
-FILTER_NAMES = ["gcn", "fourier", "spline", "cheby", "lanczos"]  # as arguments.FILTER_NAMES (no torch import here)
-CLOSED_FORM = {"lsh", "pcah", "itq", "sh"}                       # as baselines.CLOSED_FORM
+FILTER_NAMES = ["gcn", "fourier", "spline", "cheby", "lanczos", "identity"]  # as arguments.FILTER_NAMES (no torch)
+CLOSED_FORM = {"lsh", "pcah", "itq", "sh", "agh"}                # as baselines.CLOSED_FORM
 SUPERVISED = {"dsh", "hashnet", "shc"}                           # as baselines.SUPERVISED
-BASELINES = ["lsh", "pcah", "itq", "sh", "bihalf", "dsh", "hashnet", "shc"]
-DISPLAY = {"lsh": "LSH", "pcah": "PCAH", "itq": "ITQ", "sh": "SH", "bihalf": "Bi-half", "dsh": "DSH",
+BASELINES = ["lsh", "pcah", "itq", "sh", "agh", "bihalf", "dsh", "hashnet", "shc"]
+DISPLAY = {"lsh": "LSH", "pcah": "PCAH", "itq": "ITQ", "sh": "SH", "agh": "AGH", "bihalf": "Bi-half", "dsh": "DSH",
            "hashnet": "HashNet", "shc": "SHC"}
 COLORS = {"hagcn-gcn": "tab:blue", "hagcn-fourier": "tab:orange", "hagcn-spline": "tab:green",
-          "hagcn-cheby": "tab:red", "hagcn-lanczos": "tab:purple", "lsh": "tab:gray", "pcah": "tab:olive",
-          "itq": "tab:cyan", "sh": "tab:pink", "bihalf": "tab:brown", "dsh": "black", "hashnet": "goldenrod",
-          "shc": "darkslateblue"}
-MARKERS = {"lsh": "v", "pcah": "^", "itq": "s", "sh": "D", "bihalf": "P", "dsh": "X", "hashnet": "*", "shc": "h"}
+          "hagcn-cheby": "tab:red", "hagcn-lanczos": "tab:purple", "hagcn-identity": "silver", "lsh": "tab:gray",
+          "pcah": "tab:olive", "itq": "tab:cyan", "sh": "tab:pink", "agh": "darkgreen", "bihalf": "tab:brown",
+          "dsh": "black", "hashnet": "goldenrod", "shc": "darkslateblue"}
+MARKERS = {"lsh": "v", "pcah": "^", "itq": "s", "sh": "D", "agh": "d", "bihalf": "P", "dsh": "X", "hashnet": "*",
+           "shc": "h"}
 
 # Settings that define what a result means. COMMON apply to every method (the data, protocol and metric);
 # the others only to the methods that use them: a closed-form baseline ignores the training settings.
 COMMON = ["dataset", "root_dir", "subsample", "split", "folds", "query_per_class", "num_train", "metric", "ties",
           "topk", "hash_len"]
-TRAINING = ["num_epochs", "batch_size", "lr", "hidden"]
+TRAINING = ["num_epochs", "batch_size", "lr", "hidden", "precision"]
 HAGCN_ONLY = ["k", "knn", "tau", "hash_head", "graph_source", "alpha", "alpha_max", "loss_form", "sim_target",
-              "lambda_"]
+              "lambda_", "graph_edges", "diffusion_dims", "diffusion_t"]
 AVERAGED = ["seed", "fold"]
 
 
@@ -59,7 +60,7 @@ class Skip(Exception):
 # ----------------------------------------------------------------------------- reading the runs
 
 TEXT = {"run_id", "finished", "dataset", "method", "task", "root_dir", "split", "metric", "ties", "hash_head",
-        "loss_form", "sim_target", "graph_source", "supervised"}  # never read as numbers (a run id like 8869903e1830 is text)
+        "loss_form", "sim_target", "graph_source", "graph_edges", "supervised"}  # never read as numbers (a run id like 8869903e1830 is text)
 
 
 def canon(value, key: str = ""):
@@ -484,6 +485,51 @@ def fig_tsne(log_dir: str | Path, run_id: str | None = None, rows: list[dict] | 
     return fig
 
 
+def read_epochs(run_dir: Path) -> dict[str, np.ndarray]:
+    """{column: values} of a run's epochs.csv (train.train's per-epoch mean loss terms); {} when there is none."""
+    try:
+        with open(run_dir / "epochs.csv", newline="") as f:
+            raw = list(csv.DictReader(f))
+    except OSError:
+        return {}
+    return {key: np.asarray([float(r[key]) for r in raw]) for key in (raw[0] if raw else [])}
+
+
+def fig_loss_curves(rows: list[dict], log_dir: str | Path, dataset: str | None = None, bits: int | None = None):
+    """Per-epoch training losses (each term and their total, from epochs.csv), one panel per deep method (HAGCN:
+    per filter), for the first fold of the first run of each at one code length (default: as fig_pr)."""
+    rows, dataset = dataset_rows(rows, dataset)
+    bits = bits if bits is not None else default_bits(rows)
+    curves = {}
+    for r in sorted(rows, key=lambda r: (line_order(r["line"]), r.get("fold") or 0)):
+        if r["hash_len"] == bits and r["line"] not in curves:
+            epochs = read_epochs(Path(log_dir) / "runs" / str(r["run_id"]))
+            if epochs:
+                curves[r["line"]] = (r["run_id"], epochs)
+    if not curves:
+        raise Skip(f"{dataset}: no run at {bits} bits has an epochs.csv (closed-form methods do not train)")
+    ncols = min(3, len(curves))
+    nrows = math.ceil(len(curves) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, 2.6 * nrows), dpi=DPI, layout="constrained",
+                             squeeze=False)
+    for ax, (line, (_, epochs)) in zip(axes.flat, curves.items()):
+        for name, values in epochs.items():
+            if name not in ("epoch", "seconds"):
+                ax.plot(epochs["epoch"], values, label=name, linewidth=2.0 if name == "total" else 1.2,
+                        color="black" if name == "total" else None)
+        if all(v.min() > 0 for k, v in epochs.items() if k not in ("epoch", "seconds")):
+            ax.set_yscale("log")
+        ax.set_title(label_of(line), fontsize=9)
+        ax.set_xlabel("epoch", fontsize=8)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=6, framealpha=0.85)
+    for ax in list(axes.flat)[len(curves):]:
+        ax.set_visible(False)
+    fig.suptitle(f"Training loss per epoch on {dataset}, {bits} bits (mean over each epoch's steps)", fontsize=10)
+    fig.runs = {line: run_id for line, (run_id, _) in curves.items()}
+    return fig
+
+
 # ----------------------------------------------------------------------------- CLI
 
 def save(fig, path: Path) -> Path:
@@ -502,6 +548,7 @@ def figures_for(rows: list[dict], dataset: str, log_dir: Path, bits: int | None,
     pr_bits = bits if bits is not None else default_bits([r for r in rows if r.get("dataset") == dataset])
     yield f"pr_{pr_bits}bits", lambda: fig_pr(rows, log_dir, dataset, pr_bits)
     yield "tsne", lambda: fig_tsne(log_dir, run_id, rows, dataset, pr_bits, n=tsne_n)
+    yield f"losses_{pr_bits}bits", lambda: fig_loss_curves(rows, log_dir, dataset, pr_bits)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,7 +1,9 @@
 """The one training loop that serves every deep method (HAGCN and the deep baselines), with atomic
-per-epoch checkpoints (model, optimiser, schedules, RNG states, epoch) and resume."""
+per-epoch checkpoints (model, optimiser, schedules, RNG states, epoch), resume, and a per-epoch loss history
+(epochs.csv, optionally TensorBoard)."""
 from __future__ import annotations
 
+import csv
 import math
 import os
 import sys
@@ -14,9 +16,10 @@ import torch
 from tqdm import tqdm
 
 from graph import batch_adjacency
+from losses import total
 from model import HashModel
 
-LossFn = Callable[[dict, torch.Tensor, torch.Tensor], torch.Tensor]
+LossFn = Callable[[dict, torch.Tensor, torch.Tensor], dict[str, torch.Tensor] | torch.Tensor]
 
 
 class TrainingDiverged(RuntimeError):
@@ -84,18 +87,68 @@ def graph_inputs(idx: torch.Tensor, edges: torch.Tensor | None, coords: torch.Te
     return out
 
 
+class EpochHistory:
+    """Per-epoch mean of each loss term, their sum and the epoch's seconds: `path` (epochs.csv, rewritten atomically
+    after every epoch, so a resumed run continues it) and, with `tensorboard`, a SummaryWriter in path's folder."""
+
+    def __init__(self, path: Path, start: int, tensorboard: bool = False):
+        self.path = path
+        self.rows = [r for r in read_epochs(path) if int(r["epoch"]) <= start] if start else []
+        self.writer = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter  # optional dependency, checked by arguments.py
+            self.writer = SummaryWriter(log_dir=str(path.parent / "tensorboard"), purge_step=start + 1)
+
+    def add(self, epoch: int, terms: dict[str, float], seconds: float) -> None:
+        """Record epoch (1-based) with the mean of each term over its steps."""
+        row = {"epoch": epoch, **{k: f"{v:.6g}" for k, v in terms.items()},
+               "total": f"{sum(terms.values()):.6g}", "seconds": f"{seconds:.3f}"}
+        self.rows.append(row)
+        tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in self.rows for k in r)))
+            writer.writeheader()
+            writer.writerows(self.rows)
+        os.replace(tmp, self.path)
+        if self.writer is not None:
+            for name, value in [*terms.items(), ("total", sum(terms.values()))]:
+                self.writer.add_scalar(f"loss/{name}", value, epoch)
+            self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def read_epochs(path: Path) -> list[dict]:
+    """The rows of an epochs.csv ([] when there is none)."""
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def as_terms(value: dict[str, torch.Tensor] | torch.Tensor) -> dict[str, torch.Tensor]:
+    """A loss function's named terms; a plain scalar is one term, 'loss'."""
+    return value if isinstance(value, dict) else {"loss": value}
+
+
 def train(model: HashModel, loss_fn: LossFn, X: torch.Tensor, y: torch.Tensor, *, num_epochs: int,
           batch_size: int, lr: float, seed: int, desc: str, checkpoint: Path | None = None,
           resume: bool = False, neighbours: torch.Tensor | None = None, group: int = 1,
-          edges: torch.Tensor | None = None, coords: torch.Tensor | None = None) -> float:
+          edges: torch.Tensor | None = None, coords: torch.Tensor | None = None, history: Path | None = None,
+          tensorboard: bool = False, precision: str = "fp32") -> float:
     """Adam on mini-batches of the training rows (X, y already on the device); returns training seconds.
 
     Batches are shuffled partitions, or neighbourhood batches when `neighbours` is given (see epoch_batches).
     They come from a generator seeded with `seed`, so the same seed gives the same model. `edges` (n, k), the global
     k-NN graph of the training rows, and `coords` (n, c), their diffusion coordinates in it (both on X's device),
-    reach a model that `uses_graph` restricted to each batch (graph_inputs).
+    reach a model that `uses_graph` restricted to each batch (graph_inputs). `loss_fn` returns a scalar or a dict of
+    named terms whose sum is minimised; each term's epoch mean goes to `history` (epochs.csv).
+    Adam is the fused kernel (one pass over all parameters; the single-tensor default was a quarter of a CPU step).
+    precision "bf16" runs the forward and loss under bfloat16 autocast (fp32 weights, optimiser and codes).
     """
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, fused=True)
     gen = torch.Generator().manual_seed(seed)
     start, seconds = 0, 0.0
     if resume and checkpoint is not None and checkpoint.is_file():
@@ -103,30 +156,40 @@ def train(model: HashModel, loss_fn: LossFn, X: torch.Tensor, y: torch.Tensor, *
         print(f"{desc}: resuming from {checkpoint} after epoch {start} of {num_epochs}", file=sys.stderr)
     else:
         model.prepare(X, y)
+    log = EpochHistory(history, start, tensorboard) if history is not None else None
     model.train()
     bar = tqdm(range(start, num_epochs), desc=desc, leave=False, dynamic_ncols=True, initial=start, total=num_epochs)
     for epoch in bar:
         t0 = time.perf_counter()
         model.set_epoch(epoch, num_epochs)
-        total = torch.zeros((), device=X.device)
+        sums: dict[str, torch.Tensor] = {}
         for step, idx in enumerate(epoch_batches(len(X), batch_size, gen, neighbours, group, X.device)):
             xb, yb = X[idx], y[idx]
-            out = model(xb, **graph_inputs(idx, edges, coords, X.dtype)) if model.uses_graph else model(xb)
-            loss = loss_fn(out, xb, yb)
+            with torch.autocast(X.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                out = model(xb, **graph_inputs(idx, edges, coords, X.dtype)) if model.uses_graph else model(xb)
+                terms = as_terms(loss_fn(out, xb, yb))
+            loss = total(terms)
             if not torch.isfinite(loss):
                 raise TrainingDiverged(f"{desc}: loss is {loss.item()} at epoch {epoch + 1}, step {step + 1}")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += loss.detach()
-        seconds += time.perf_counter() - t0
+            for name, value in terms.items():
+                sums[name] = sums.get(name, 0) + value.detach()
+        epoch_seconds = time.perf_counter() - t0
+        seconds += epoch_seconds
         if not all(torch.isfinite(p).all() for p in model.parameters()):
             raise TrainingDiverged(f"{desc}: parameters became NaN or Inf at epoch {epoch + 1}, step {step + 1}")
-        bar.set_postfix(loss=f"{total.item() / (step + 1):.4f}")
+        means = {name: float(s) / (step + 1) for name, s in sums.items()}
+        bar.set_postfix(loss=f"{sum(means.values()):.4f}")
+        if log is not None:  # before the checkpoint: a crash in between re-runs this epoch and rewrites its row
+            log.add(epoch + 1, means, epoch_seconds)
         if checkpoint is not None:
             atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
                          "batch_rng": gen.get_state(), "torch_rng": torch.get_rng_state(), "seconds": seconds},
                         checkpoint)
+    if log is not None:
+        log.close()
     return seconds
 
 

@@ -9,10 +9,17 @@ ref split's training part), batch 128, hidden 768, K = 4, 32 bits, knn 10, the p
      or graph.lanczos), filter forward, the rest of the forward + loss, and backward + optimiser step; medians over
      --profile_steps steps (torch.cuda.synchronize at every boundary on cuda).
   3. data loading: X[idx] on the one big tensor against the step time, an epoch's neighbourhood batches
-     (train.epoch_batches), and the one-off neighbour pool of the training part (graph.knn_indices).
+     (train.epoch_batches), and the one-off global graph of the training part (main.global_graph).
+  0. first, the project's loop against a plain PyTorch loop of the same shape: `--ratio_steps` steps of train.train
+     (default HAGCN-gcn run) against as many steps of PlainNet (the same layers without the graph, a plain MSE,
+     torch.optim.Adam defaults), interleaved over `--ratio_rounds` rounds (target: ratio <= 0.7); a step's GFLOP
+     (torch.utils.flop_counter) and the GFLOP/s achieved against the peak of a large matmul measured in the same run.
+     With --candidates: each speed candidate (Adam for-loop / foreach / fused, torch.compile, bf16 autocast) at
+     each --threads count, interleaved step by step with the plain loop. --only_ratio stops after this section.
   --extras adds ablations: eigh / Lanczos / graph cost against the batch size, 1 vs 2 threads, Adam foreach vs fused.
 
 Run: python bench/train.py [--epochs 1] [--steps 50] [--device cpu|cuda] [--n_train N] [--reps 3] [--extras]
+                           [--only_ratio] [--candidates] [--threads 1 2] [--precision fp32|bf16]
 """
 from __future__ import annotations
 
@@ -36,6 +43,7 @@ import baselines  # noqa: E402
 import graph as graph_mod  # noqa: E402
 from arguments import FILTER_NAMES, build_parser  # noqa: E402
 from data import load_fashion_mnist, make_splits, standardise  # noqa: E402
+from losses import total  # noqa: E402
 from main import build_hagcn, global_graph  # noqa: E402
 from train import epoch_batches, train  # noqa: E402
 
@@ -117,6 +125,168 @@ def available_baselines() -> tuple[list[str], str | None]:
     present = [m for m in DEEP_BASELINES if known is None or m in known]
     missing = [m for m in DEEP_BASELINES if m not in present]
     return present, (f"deep baselines not in baselines.DEEP, skipped: {', '.join(missing)}" if missing else None)
+
+
+# ----------------------------------------------------------------------------- 0. against a plain PyTorch loop
+
+class PlainNet(nn.Module):
+    """HAGCN's default layers without the graph: encoder, MLP hash head, W3 + LayerNorm (the gcn filter without
+    A_hat), decoder; the baseline for what a training step of these shapes costs in plain PyTorch."""
+
+    def __init__(self, d_in: int):
+        super().__init__()
+        self.encoder = nn.Sequential(nn.Linear(d_in, HIDDEN), nn.GELU())
+        self.head = nn.Sequential(nn.Linear(HIDDEN, HIDDEN), nn.GELU(), nn.Linear(HIDDEN, BITS))
+        self.w3, self.norm = nn.Linear(HIDDEN, HIDDEN), nn.LayerNorm(HIDDEN)
+        self.decoder = nn.Sequential(nn.Linear(HIDDEN, HIDDEN), nn.GELU(), nn.Linear(HIDDEN, HIDDEN), nn.GELU(),
+                                     nn.Linear(HIDDEN, d_in))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z1 = self.encoder(x)
+        return self.decoder(self.norm(self.w3(z1))), self.head(z1)
+
+
+def plain_loss(out, x):
+    """A plain MSE: reconstruction, and the hash head's logits toward 0 (so that every layer gets a gradient)."""
+    recon, h = out
+    return nn.functional.mse_loss(recon, x) + nn.functional.mse_loss(h, torch.zeros_like(h))
+
+
+def plain_steps(X, idx_batches, device):
+    """The plain loop: PlainNet, plain_loss, torch.optim.Adam defaults, shuffled batches; seconds for all steps."""
+    torch.manual_seed(0)
+    model = PlainNet(X.shape[1]).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    sync = sync_fn(device)
+    sync()
+    t = time.perf_counter()
+    for idx in idx_batches:
+        xb = X[idx]
+        loss = plain_loss(model(xb), xb)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    sync()
+    return time.perf_counter() - t
+
+
+def step_gflop(model, loss_fn, X, y) -> float:
+    """GFLOP of one forward + backward (torch.utils.flop_counter: matmuls, convolutions; the elementwise work and
+    Adam's ~10 FLOP per parameter are left out)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    xb, yb = X[:BATCH], y[:BATCH]
+    with FlopCounterMode(display=False) as counter:
+        loss = loss_fn(model(xb), xb, yb)
+        total(loss).backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops() / 1e9
+
+
+def peak_gflops(device, dtype=torch.float32, n=2048, reps=5) -> float:
+    """Achieved GFLOP/s of one large n x n matmul: the machine's practical peak for this dtype, measured now."""
+    a, b = torch.randn(n, n, device=device).to(dtype), torch.randn(n, n, device=device).to(dtype)
+    return 2 * n ** 3 / (time_ms(lambda: a @ b, device, reps=reps, warmup=2) / 1e3) / 1e9
+
+
+def bench_vs_plain(X, y, n_classes, args, device, steps, rounds, log):
+    """Seconds of `steps` steps of train.train (the project's default HAGCN-gcn run: neighbourhood batches, fused
+    Adam, the loss terms, the NaN checks) against the same number of plain-loop steps, interleaved over `rounds`
+    so that load from other processes falls on both; returns (median ratio, hagcn ms/step, plain ms/step)."""
+    rows = min(steps * BATCH, len(X))
+    Xs, ys = X[:rows], y[:rows]
+    g = global_graph(Xs.cpu().numpy(), args, GRAPH_CACHE)
+    gen = torch.Generator().manual_seed(0)
+    n_steps = math.ceil(rows / BATCH)
+
+    def hagcn_run():
+        model, loss_fn = build("gcn", X.shape[1], n_classes, args)
+        model.to(device)
+        return train(model, loss_fn, Xs, ys, num_epochs=1, batch_size=BATCH, lr=args.lr, seed=args.seed,
+                     desc="gcn", neighbours=g.neighbours[:, :args.neighbour_pool], group=args.batch_group,
+                     coords=g.coords.to(device), precision=args.precision)
+
+    def plain_run():
+        return plain_steps(Xs, torch.randperm(rows, generator=gen).to(device).split(BATCH), device)
+
+    hagcn_run(), plain_run()  # warm-up
+    h, p = [], []
+    for r in range(rounds):
+        h.append(hagcn_run())
+        p.append(plain_run())
+        log(f"  round {r + 1}/{rounds}: train.train {h[-1] / n_steps * 1e3:.1f} ms/step, plain loop "
+            f"{p[-1] / n_steps * 1e3:.1f} ms/step, ratio {h[-1] / p[-1]:.2f}")
+    ratios = [a / b for a, b in zip(h, p)]
+    return med(ratios), med(h) / n_steps * 1e3, med(p) / n_steps * 1e3
+
+
+CANDIDATES = {  # name: (Adam keyword arguments, autocast bf16, torch.compile)
+    "Adam single-tensor (for-loop)": ({"foreach": False}, False, False),
+    "Adam foreach": ({"foreach": True}, False, False),
+    "Adam fused": ({"fused": True}, False, False),
+    "Adam fused + torch.compile": ({"fused": True}, False, True),
+    "Adam fused + bf16 autocast": ({"fused": True}, True, False),
+}
+
+
+def bench_candidates(X, y, n_classes, args, device, n_steps, threads, log):
+    """Median wall and CPU ms of a HAGCN-gcn step (the forward and loss as train.train runs them) under each
+    candidate and thread count, all interleaved step by step, next to the plain loop's step."""
+    def make(name):
+        torch.manual_seed(0)
+        if name == "plain loop (Adam defaults)":
+            model, fwd, opt_kw, bf16 = PlainNet(X.shape[1]).to(device), None, {}, False
+            fwd = lambda xb, yb: plain_loss(model(xb), xb)
+        else:
+            opt_kw, bf16, compiled = CANDIDATES[name]
+            model, loss_fn = build("gcn", X.shape[1], n_classes, args)
+            model.to(device).set_epoch(0, args.num_epochs)
+            fwd = lambda xb, yb: total(loss_fn(model(xb), xb, yb))
+            if compiled:
+                fwd = torch.compile(fwd)
+        opt = torch.optim.Adam(model.parameters(), lr=args.lr, **opt_kw)
+
+        def step(idx):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                loss = fwd(X[idx], y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        return step
+
+    names = ["plain loop (Adam defaults)", *CANDIDATES]
+    gen = torch.Generator().manual_seed(1)
+    batches = [torch.randint(len(X), (BATCH,), generator=gen).to(device) for _ in range(n_steps + 3)]
+    sync = sync_fn(device)
+    before = torch.get_num_threads()
+    steps, first = {}, {}
+    for t in threads:
+        torch.set_num_threads(t)
+        for n in names:
+            start = time.perf_counter()
+            steps[n, t] = make(n)
+            steps[n, t](batches[0])  # compiles here
+            first[n, t] = time.perf_counter() - start
+    wall = {k: [] for k in steps}
+    cpu = {k: [] for k in steps}
+    for i, idx in enumerate(batches[1:]):
+        for (n, t), step in steps.items():
+            torch.set_num_threads(t)
+            sync()
+            w, c = time.perf_counter(), time.process_time()
+            step(idx)
+            sync()
+            if i >= 2:
+                wall[n, t].append((time.perf_counter() - w) * 1e3)
+                cpu[n, t].append((time.process_time() - c) * 1e3)
+    torch.set_num_threads(before)
+    rows = []
+    for (n, t) in steps:
+        base_w, base_c = med(wall["plain loop (Adam defaults)", t]), med(cpu["plain loop (Adam defaults)", t])
+        rows.append([n, str(t), f"{med(wall[n, t]):.1f}", f"{med(wall[n, t]) / base_w:.2f}",
+                     f"{med(cpu[n, t]):.1f}", f"{med(cpu[n, t]) / base_c:.2f}", f"{first[n, t]:.1f}"])
+    log(table(["HAGCN-gcn step", "threads", "wall ms", "vs plain", "CPU ms", "vs plain (CPU)", "first step s"],
+              rows, f"Speed candidates, medians over {n_steps} interleaved steps (ratios against the plain loop "
+                    "at the same thread count; CPU ms = process time, all threads)"))
 
 
 # ----------------------------------------------------------------------------- 1. seconds per epoch (train.train)
@@ -215,7 +385,7 @@ def hagcn_step(model, loss_fn, opt, X, y, idx, timer, cache, device, check, back
     z3 = model.filter(z1, g)
     timer("filter")
     out = {"z1": z1, "logits": h, "probs": probs, "recon": model.decoder(z3), "a_hat": g.a_hat, "coords": cb}
-    loss = loss_fn(out, xb, yb)
+    loss = total(loss_fn(out, xb, yb))
     if not torch.isfinite(loss):
         raise RuntimeError("loss is not finite")
     timer("rest fwd+loss")
@@ -236,7 +406,7 @@ def plain_step(model, loss_fn, opt, X, y, idx, timer, cache, device, check, coor
     xb, yb = X[idx], y[idx]
     timer("data")
     out = model(xb)
-    loss = loss_fn(out, xb, yb)
+    loss = total(loss_fn(out, xb, yb))
     if not torch.isfinite(loss):
         raise RuntimeError("loss is not finite")
     timer("rest fwd+loss")
@@ -269,7 +439,7 @@ def profile_steps(method, X, y, n_classes, args, device, n_steps, warmup=5, opt_
     if is_hagcn(method):  # the unrolled forward must compute what model.forward computes
         with torch.no_grad():
             xb, yb = X[batches[0]], y[batches[0]]
-            ref = loss_fn(model(xb, coords=None if coords is None else coords[batches[0]]), xb, yb)
+            ref = total(loss_fn(model(xb, coords=None if coords is None else coords[batches[0]]), xb, yb))
             unrolled = hagcn_step(model, loss_fn, None, X, y, batches[0], lambda s: None, cache, device, False,
                                   backward=False, coords=coords)
             if not torch.allclose(ref, unrolled, rtol=1e-5, atol=1e-6):
@@ -376,7 +546,7 @@ def extra_adam(X, y, n_classes, args, device, n_steps, log):
         model, loss_fn = build(m, X.shape[1], n_classes, args)
         model.to(device).train()
         xb, yb = X[:BATCH], y[:BATCH]
-        loss_fn(model(xb), xb, yb).backward()
+        total(loss_fn(model(xb), xb, yb)).backward()
         cells = [m, f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M"]
         for kw in ({"foreach": False}, {"foreach": True}, {"fused": True}):
             try:
@@ -407,7 +577,14 @@ def main(argv=None) -> int:
     p.add_argument("--reps", type=int, default=3, help="rounds for section 1")
     p.add_argument("--profile_steps", type=int, default=50, help="steps per method for section 2")
     p.add_argument("--methods", nargs="+", default=None, help="subset of the filters and deep baselines")
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
+    p.add_argument("--threads", type=int, nargs="+", default=None,
+                   help="torch.set_num_threads (CPU); several: the candidates table compares them, the rest uses the first")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="train.train's --precision")
+    p.add_argument("--ratio_steps", type=int, default=30, help="section 0: steps per round")
+    p.add_argument("--ratio_rounds", type=int, default=5, help="section 0: rounds")
+    p.add_argument("--candidates", action="store_true", help="section 0: time each speed candidate")
+    p.add_argument("--candidate_steps", type=int, default=30, help="section 0: interleaved steps per candidate")
+    p.add_argument("--only_ratio", action="store_true", help="stop after section 0")
     p.add_argument("--extras", action="store_true", help="also run the ablations (batch size, threads, Adam)")
     a = p.parse_args(argv)
     device = torch.device(a.device)
@@ -415,7 +592,7 @@ def main(argv=None) -> int:
         print("--device cuda: CUDA is not available", file=sys.stderr)
         return 2
     if a.threads:
-        torch.set_num_threads(a.threads)
+        torch.set_num_threads(a.threads[0])
     log = lambda s="": print(s, flush=True)
     t_all = time.perf_counter()
 
@@ -431,6 +608,7 @@ def main(argv=None) -> int:
     check_device(device, "X, y", X, y)
     n_classes = len(data.classes)
     args = project_args(seed=0)
+    args.precision = a.precision
 
     deep, note = available_baselines()
     methods = list(FILTER_NAMES) + [PAPER_GRAPH] + deep
@@ -444,6 +622,26 @@ def main(argv=None) -> int:
         "interleaved rounds damp, but do not remove, their effect)" % os.getloadavg())
     if note:
         log(f"note: {note}")
+
+    # 0
+    log(f"\n[0] train.train (default HAGCN-gcn, --precision {a.precision}) against a plain PyTorch loop of the same "
+        f"shape, {a.ratio_steps} steps x {a.ratio_rounds} rounds, {torch.get_num_threads()} thread(s)")
+    ratio, h_ms, p_ms = bench_vs_plain(X, y, n_classes, args, device, a.ratio_steps, a.ratio_rounds, log)
+    model, loss_fn = build("gcn", X.shape[1], n_classes, args)
+    model.to(device).set_epoch(0, args.num_epochs)
+    gflop, plain_gflop = step_gflop(model, loss_fn, X, y), step_gflop(PlainNet(X.shape[1]).to(device),
+                                                                     lambda o, x, _: plain_loss(o, x), X, y)
+    peak, peak_bf16 = peak_gflops(device), peak_gflops(device, torch.bfloat16)
+    log(f"step time ratio train.train / plain loop: {ratio:.2f} (median of rounds; target <= 0.7: "
+        f"{'met' if ratio <= 0.7 else 'NOT met'}); {h_ms:.1f} vs {p_ms:.1f} ms/step")
+    log(f"a HAGCN-gcn step: {gflop:.2f} GFLOP forward + backward (plain loop {plain_gflop:.2f}); achieved "
+        f"{gflop / h_ms * 1e3:.1f} GFLOP/s against a {peak:.1f} GFLOP/s fp32 peak ({gflop / h_ms * 1e3 / peak:.0%}; "
+        f"2048^2 matmul, {torch.get_num_threads()} thread(s), now; bf16 matmul {peak_bf16:.1f} GFLOP/s)")
+    if a.candidates:
+        bench_candidates(X, y, n_classes, args, device, a.candidate_steps, a.threads or [torch.get_num_threads()],
+                         log)
+    if a.only_ratio:
+        return 0
 
     # 1
     mode = f"{a.steps} steps x {a.reps} rounds, extrapolated" if a.steps else f"{a.epochs} epoch(s) x {a.reps} rounds"

@@ -109,6 +109,11 @@ def case_argv(tmp: Path, name: str) -> tuple[list[str], list[str], int]:
     if name == "log_dir_under_file":
         (tmp / "afile").write_text("x")
         return ["--log_dir", tmp / "afile" / "logs"], ["--log_dir", "afile", "not a directory"], 2
+    if name == "log_dir_under_proc":  # /proc passes os.access for root, yet nothing can be created in it
+        return ["--log_dir", "/proc/x/logs"], ["--log_dir /proc/x/logs", "cannot create"], 2
+    if name == "single_class":
+        root = blob_folder(tmp / "one", n_classes=1, per_class=30)
+        return ["--root_dir", root], ["--root_dir", "one", "1 class", "mAP needs at least two classes"], 2
     if name == "non_npy_ignored":
         root = folder(tmp, "mixed", **{"0/notes.txt": b"hello", "1/thumb.png": b"\x89PNG"})
         return ["--root_dir", root], ["ignored 2 non-.npy"], 0
@@ -119,7 +124,8 @@ CASES = ["root_missing", "root_empty", "root_no_class_folders", "empty_class_fol
          "different_lengths", "nan_values", "inf_values", "not_1_by_d", "num_cls_disagrees", "too_few_items",
          "too_few_for_split", "folds_exceed_items", "hash_len_0", "hash_len_100000", "batch_size_1", "knn_ge_batch",
          "k_0", "batch_group_0", "neighbour_pool_0", "unknown_task", "unknown_method", "cuda_without_cuda",
-         "config_missing", "config_invalid_yaml", "config_bad_value", "log_dir_under_file", "non_npy_ignored"]
+         "config_missing", "config_invalid_yaml", "config_bad_value", "log_dir_under_file", "log_dir_under_proc",
+         "single_class", "non_npy_ignored"]
 
 
 @pytest.fixture(scope="module")

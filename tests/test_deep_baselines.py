@@ -14,6 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import baselines  # noqa: E402
 import data  # noqa: E402
+from losses import total  # noqa: E402
 from model import BiHalf, HashNet, min_hamming  # noqa: E402
 from train import encode, train  # noqa: E402
 
@@ -170,9 +171,9 @@ def test_losses_finite_on_identical_embeddings(method, labels):
     y = torch.arange(16) % 3 if labels == "mixed" else torch.zeros(16, dtype=torch.long)
     model.prepare(torch.randn(30, 8), torch.arange(30) % 3)
     model.train()
-    loss = loss_fn(model(x), x, y)
+    loss = total(loss_fn(model(x), x, y))
     assert torch.isfinite(loss)
     loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
     zero = torch.zeros(2, 8)
-    assert torch.isfinite(loss_fn(model(zero), zero, torch.tensor([0, 1])))
+    assert torch.isfinite(total(loss_fn(model(zero), zero, torch.tensor([0, 1]))))

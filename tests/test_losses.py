@@ -28,7 +28,7 @@ def test_hagcn_loss_ours_matches_a_pair_loop():
     out, x = outputs()
     n, bits = out["probs"].shape
     for target in ("knn", "cosine"):
-        loss = losses.hagcn_loss(out, x, None, lambda_=0.3, target=target)
+        loss = losses.total(losses.hagcn_loss(out, x, None, lambda_=0.3, target=target))
         ps = 2 * out["probs"].detach() - 1
         total = 0.0
         for i in range(n):
@@ -49,7 +49,7 @@ def test_hagcn_loss_paper_repo_form():
     z1 = out["z1"]
     total = sum((float(ps[i] @ ps[j]) - bits * float(z1[i] @ z1[j]) / n) ** 2 for i in range(n) for j in range(n))
     ref = float(F.mse_loss(out["recon"], x)) + 1e-4 * total / n ** 2
-    loss = losses.hagcn_loss(out, x, None, lambda_=1e-4, form="paper_repo")
+    loss = losses.total(losses.hagcn_loss(out, x, None, lambda_=1e-4, form="paper_repo"))
     assert loss.detach().item() == pytest.approx(ref, rel=1e-10)
 
 
@@ -77,13 +77,14 @@ def test_diffusion_target_is_the_cosine_of_the_batch_coordinates_and_needs_them(
 
 def test_lambda_zero_is_pure_reconstruction():
     out, x = outputs()
-    loss = losses.hagcn_loss(out, x, None, lambda_=0.0)
-    assert loss.detach().item() == pytest.approx(float(F.mse_loss(out["recon"], x)))
+    terms = losses.hagcn_loss(out, x, None, lambda_=0.0)
+    assert sorted(terms) == ["reconstruction", "similarity"] and float(terms["similarity"]) == 0
+    assert losses.total(terms).detach().item() == pytest.approx(float(F.mse_loss(out["recon"], x)))
 
 
 def test_similarity_term_reaches_the_hash_probabilities():
     out, x = outputs()
-    losses.hagcn_loss(out, x, None, lambda_=1.0).backward()
+    losses.hagcn_loss(out, x, None, lambda_=1.0)["similarity"].backward()
     assert out["probs"].grad is not None and out["probs"].grad.abs().sum() > 0
 
 
@@ -99,7 +100,7 @@ def test_dsh_loss_matches_a_pair_loop():
                 dist = float(((u[i] - u[j]) ** 2).sum())
                 pairs.append(0.5 * dist if y[i] == y[j] else 0.5 * max(m - dist, 0.0))
     ref = sum(pairs) / len(pairs) + alpha * float((u.abs() - 1).abs().sum(1).mean())
-    assert float(losses.dsh_loss({"logits": u}, None, y, alpha=alpha)) == pytest.approx(ref, rel=1e-10)
+    assert float(losses.total(losses.dsh_loss({"logits": u}, None, y, alpha=alpha))) == pytest.approx(ref, rel=1e-10)
 
 
 def test_hashnet_loss_matches_a_pair_loop():
@@ -116,7 +117,7 @@ def test_hashnet_loss_matches_a_pair_loop():
         ip = a * float(u[i] @ u[j])
         total += w * (math.log1p(math.exp(ip)) - s * ip)
     # pair_similarity returns float32, so the weights carry float32 rounding
-    assert float(losses.hashnet_loss({"u": u}, None, y)) == pytest.approx(total / len(pairs), rel=1e-6)
+    assert float(losses.total(losses.hashnet_loss({"u": u}, None, y))) == pytest.approx(total / len(pairs), rel=1e-6)
 
 
 @pytest.mark.parametrize("form", ["ours", "paper_repo"])
@@ -125,7 +126,7 @@ def test_hagcn_loss_finite_on_identical_items_and_tiny_batches(form, n):
     torch.manual_seed(0)
     model = HAGCN(6, 8, 4, "spline", 3, 2)
     for x in (torch.ones(n, 6), torch.zeros(n, 6)):
-        loss = losses.hagcn_loss(model(x), x, None, lambda_=1.0, form=form)
+        loss = losses.total(losses.hagcn_loss(model(x), x, None, lambda_=1.0, form=form))
         loss.backward()
         assert torch.isfinite(loss)
         assert all(p.grad is None or torch.isfinite(p.grad).all() for p in model.parameters())

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import main
+import results
 from arguments import parse_args
 from conftest import FAST, blob_folder, popen_cli, run_cli
 
@@ -240,7 +241,7 @@ def test_corrupt_checkpoint_on_resume_is_a_one_line_error(tmp_path, capsys):
             "--log_dir", str(tmp_path)]
     args = parse_args(argv)
     args.knn = 10
-    run_id = main.run_id_of(main.run_settings(args, "hagcn", "gcn", 8, 0))
+    run_id = results.run_id_of(main.run_settings(args, "hagcn", "gcn", 8, 0))
     (tmp_path / "runs" / run_id).mkdir(parents=True)
     (tmp_path / "runs" / run_id / "checkpoint.pt").write_bytes(b"not a checkpoint")
     assert main.main([*argv, "--resume"]) == 2
@@ -293,3 +294,14 @@ def test_new_ties_reevaluates_the_saved_codes_without_training(tmp_path):
     for ties in ("index", "expected"):
         want = mean_average_precision(q, db, labels["query_labels"], labels["db_labels"], topk=200, ties=ties)
         assert float(rows[1][f"map_{ties}"]) == pytest.approx(want, abs=1e-6)
+
+
+def test_grid_cells_one_per_method_filter_and_code_length(tmp_path):
+    args = parse_args(["--method", "hagcn", "lsh", "--task", "gcn", "cheby", "--exp_hash_len", "8", "16",
+                       "--log_dir", str(tmp_path)])
+    cells = main.grid_cells(args, fold=2)
+    assert [(c.method, c.task, c.bits) for c in cells] == [
+        ("hagcn", "gcn", 8), ("hagcn", "gcn", 16), ("hagcn", "cheby", 8), ("hagcn", "cheby", 16),
+        ("lsh", "-", 8), ("lsh", "-", 16)]
+    assert {c.fold for c in cells} == {2}
+    assert [c.desc for c in cells[3:5]] == ["hagcn-cheby 16 bits fold 2", "lsh 8 bits fold 2"]

@@ -113,6 +113,21 @@ def test_tie_rules_are_not_mixed(rows):
     assert fixed["ties"] == "expected"
     assert all(r["ties"] == "expected" for rs in chosen.values() for r in rs)
 
+
+def test_loss_curves_are_the_epochs_csv_of_each_filter(rows, logs):
+    fig = plots.fig_loss_curves(rows, logs, "digits", bits=16)
+    assert [ax.get_title() for ax in fig.axes if ax.get_visible()] == ["HAGCN gcn", "HAGCN cheby"]  # LSH: no training
+    for ax, (line, run_id) in zip(fig.axes, fig.runs.items()):
+        epochs = plots.read_epochs(logs / "runs" / run_id)
+        got = {ln.get_label(): ln.get_ydata() for ln in ax.get_lines()}
+        assert set(got) == {"reconstruction", "similarity", "total"}
+        for name, values in got.items():
+            assert np.allclose(values, epochs[name]) and len(values) == 2  # --num_epochs 2
+        assert np.allclose(got["total"], got["reconstruction"] + got["similarity"], rtol=1e-4)
+    with pytest.raises(plots.Skip, match="no run at 16 bits has an epochs.csv"):
+        plots.fig_loss_curves([r for r in rows if r["method"] == "lsh"], logs, "digits", bits=16)
+
+
 def test_skip_without_variation(rows):
     with pytest.raises(plots.Skip, match="single filter order K"):
         plots.fig_map_vs_k([r for r in rows if r["k"] == 2], "digits")
@@ -125,7 +140,8 @@ def test_cli_writes_pngs(logs, tmp_path, capsys):
     assert plots.main(["--log_dir", str(logs), "--out", str(out), "--tsne_n", "80"]) == 0
     names = sorted(p.name for p in out.glob("*.png"))
     assert names == sorted(f"digits_{s}.png" for s in
-                           ["map_vs_bits", "map_vs_k", "map_vs_topk", "map_vs_tau", "pr_16bits", "tsne"])
+                           ["map_vs_bits", "map_vs_k", "map_vs_topk", "map_vs_tau", "pr_16bits", "tsne",
+                            "losses_16bits"])
     for p in out.glob("*.png"):
         data = p.read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000

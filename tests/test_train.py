@@ -11,7 +11,7 @@ import torch
 import main
 import train as train_mod
 from graph import FILTERS
-from losses import hagcn_loss
+from losses import hagcn_loss, total
 from model import HAGCN
 from train import TrainingDiverged, encode, epoch_batches, train
 
@@ -51,7 +51,7 @@ def nan_at_step(step: int):
 
     def loss_fn(out, x, y):
         calls["n"] += 1
-        loss = LOSS(out, x, y)
+        loss = total(LOSS(out, x, y))
         return loss * float("nan") if calls["n"] == step else loss
     return loss_fn
 
@@ -71,7 +71,7 @@ def test_parameters_turning_nan_on_the_last_step_are_caught():
     model = model_for("gcn")
 
     def poison(out, x, y):  # finite loss whose gradient is NaN (0 * d sqrt(z)/dz at z = 0): the step poisons the model
-        return LOSS(out, x, y) + 0 * torch.sqrt(0 * out["probs"].sum())
+        return total(LOSS(out, x, y)) + 0 * torch.sqrt(0 * out["probs"].sum())
     with pytest.raises(TrainingDiverged, match="hagcn-gcn: parameters became NaN or Inf at epoch 1, step 1"):
         train(model, poison, X, y, num_epochs=2, batch_size=16, lr=1e-3, seed=0, desc="hagcn-gcn")
 
@@ -87,7 +87,7 @@ def test_main_exits_1_on_divergence_without_a_result_row(tmp_path, monkeypatch, 
 
         def loss(out, x, y, **kw):
             calls["n"] += 1
-            value = hagcn_loss(out, x, y, **kw)
+            value = total(hagcn_loss(out, x, y, **kw))
             return value * float("nan") if calls["n"] == 3 else value
         monkeypatch.setattr(main, "hagcn_loss", loss)
     assert main.main(argv) == 1
@@ -189,3 +189,80 @@ def test_neighbourhood_batches_give_the_batch_graph_true_neighbours():
     shuffled = same_class_edges(epoch_batches(len(X), 64, gen))
     grouped = same_class_edges(epoch_batches(len(X), 64, gen, torch.from_numpy(knn_graph(X.numpy(), 20)), 8))
     assert grouped > shuffled + 0.03, (shuffled, grouped)
+
+
+# ----------------------------------------------------------------------------- loss history (epochs.csv, TensorBoard)
+
+def recording(log: list):
+    """LOSS, also appending each step's terms (floats) to `log`."""
+    def loss_fn(out, x, y):
+        terms = LOSS(out, x, y)
+        log.append({k: float(v.detach()) for k, v in terms.items()})
+        return terms
+    return loss_fn
+
+
+def test_epochs_csv_holds_each_terms_epoch_mean_and_resume_continues_it(tmp_path):
+    X, y = torch.randn(48, 6, generator=torch.Generator().manual_seed(4)), torch.zeros(48, dtype=torch.long)
+    kw = dict(num_epochs=4, batch_size=16, lr=1e-2, seed=2, desc="gcn")
+    steps: list[dict] = []
+    train(model_for("gcn"), recording(steps), X, y, checkpoint=tmp_path / "full.pt",
+          history=tmp_path / "full.csv", **kw)
+    rows = train_mod.read_epochs(tmp_path / "full.csv")
+    assert list(rows[0]) == ["epoch", "reconstruction", "similarity", "total", "seconds"]
+    assert [r["epoch"] for r in rows] == ["1", "2", "3", "4"]
+    for e, r in enumerate(rows):  # 3 steps per epoch
+        for name in ("reconstruction", "similarity"):
+            mean = sum(s[name] for s in steps[3 * e:3 * e + 3]) / 3
+            assert float(r[name]) == pytest.approx(mean, rel=1e-5)
+        assert float(r["total"]) == pytest.approx(float(r["reconstruction"]) + float(r["similarity"]), rel=1e-5)
+        assert float(r["seconds"]) > 0
+    assert float(rows[-1]["total"]) < float(rows[0]["total"])
+
+    calls = {"n": 0}
+
+    def crash_in_epoch_3(out, x, y):
+        calls["n"] += 1
+        if calls["n"] == 2 * 3 + 2:
+            raise Interrupt
+        return LOSS(out, x, y)
+    with pytest.raises(Interrupt):
+        train(model_for("gcn"), crash_in_epoch_3, X, y, checkpoint=tmp_path / "cut.pt", history=tmp_path / "cut.csv",
+              **kw)
+    assert len(train_mod.read_epochs(tmp_path / "cut.csv")) == 2
+    train(model_for("gcn"), LOSS, X, y, checkpoint=tmp_path / "cut.pt", history=tmp_path / "cut.csv", resume=True, **kw)
+    drop = lambda rs: [{k: v for k, v in r.items() if k != "seconds"} for r in rs]
+    assert drop(train_mod.read_epochs(tmp_path / "cut.csv")) == drop(rows)
+    assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_a_scalar_loss_is_one_term():
+    X, y = torch.randn(16, 6), torch.zeros(16, dtype=torch.long)
+    train(model_for("gcn"), lambda o, x, y: total(LOSS(o, x, y)), X, y, num_epochs=1, batch_size=8, lr=1e-3, seed=0,
+          desc="gcn")
+    assert train_mod.as_terms(torch.tensor(1.0)).keys() == {"loss"}
+
+
+def test_tensorboard_flag_without_the_package_is_one_line(tmp_path, monkeypatch):
+    import importlib.util
+
+    from arguments import ArgError, parse_args
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else real(name, *a))
+    with pytest.raises(ArgError, match=r"^--tensorboard: the tensorboard package is not installed"):
+        parse_args(["--tensorboard", "--log_dir", str(tmp_path / "logs")])
+
+
+def test_tensorboard_gets_the_epochs_csv_values(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    X, y = torch.randn(32, 6), torch.zeros(32, dtype=torch.long)
+    train(model_for("gcn"), LOSS, X, y, num_epochs=2, batch_size=16, lr=1e-3, seed=0, desc="gcn",
+          history=tmp_path / "epochs.csv", tensorboard=True)
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    rows = train_mod.read_epochs(tmp_path / "epochs.csv")
+    for name in ("reconstruction", "similarity", "total"):
+        got = events.Scalars(f"loss/{name}")
+        assert [e.step for e in got] == [1, 2]
+        assert [e.value for e in got] == pytest.approx([float(r[name]) for r in rows], rel=1e-4)

@@ -1,0 +1,109 @@
+"""Regenerate every README results table and figure from the current code into one folder (default results/).
+
+Each grid is one main.py job with its own --log_dir, results/<grid>/; a grid run again skips the cells already in
+its results.csv (and --resume continues an interrupted cell from its checkpoint), so a long grid can finish over
+several sittings. After each grid it writes results/<grid>/table.md (results.markdown_table: mean ± std over folds,
+the best bold, ties marked, the git commit(s) the rows came from) and its figures (plots.py) under
+results/figures/<grid>/, then gathers every grid's table.md into results/tables.md.
+
+    python bench/tables.py                       # every grid (Fashion-MNIST takes hours on a CPU)
+    python bench/tables.py --only digits         # one grid
+    python bench/tables.py --dry_run             # print the main.py commands and stop
+    python bench/tables.py --only digits --out /tmp/r -- --num_epochs 2 --hidden 64   # flags after -- go to main.py
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import main  # noqa: E402
+import plots  # noqa: E402
+from results import markdown_table  # noqa: E402
+
+BITS = ["16", "32", "64"]
+GRIDS = {  # name: (main.py flags, title of its table)
+    "fashion_mnist_ref": (["--dataset", "fashion_mnist", "--split", "ref", "--folds", "3"],
+                          "Fashion-MNIST, ref split (80/10/10), 3 folds"),
+    "fashion_mnist_standard": (["--dataset", "fashion_mnist", "--split", "standard", "--folds", "1"],
+                               "Fashion-MNIST, standard split (100 queries per class, 10,000 training items), one fold"),
+    "digits": (["--dataset", "digits", "--split", "ref", "--folds", "3"], "digits (scikit-learn), ref split, 3 folds"),
+}
+COMMON = ["--method", "all", "--exp_hash_len", *BITS, "--resume"]
+
+
+def grid_argv(name: str, out: Path, extra: list[str]) -> list[str]:
+    """main.py's flags for one grid: every method and filter at 16/32/64 bits, its own log folder."""
+    return [*GRIDS[name][0], *COMMON, "--log_dir", str(out / name), *extra]
+
+
+def commits_of(rows: list[dict], log_dir: Path) -> str:
+    """The git commit(s) the rows were computed by (each run's run.json), short, with counts when several."""
+    counts: dict[str, int] = {}
+    for r in rows:
+        try:
+            env = json.loads((log_dir / "runs" / r["run_id"] / "run.json").read_text())["environment"]
+        except (OSError, ValueError, KeyError):
+            env = {}
+        commit = (env.get("git_commit") or "unknown")[:10]
+        counts[commit] = counts.get(commit, 0) + 1
+    if len(counts) == 1:
+        return next(iter(counts))
+    return ", ".join(f"{c} ({n} runs)" for c, n in counts.items())
+
+
+def section(name: str, rows: list[dict], args, log_dir: Path) -> str:
+    """One grid's Markdown section: its table and where its rows live."""
+    table = markdown_table(rows, args.exp_hash_len, commit=commits_of(rows, log_dir))
+    runs = " ".join(r["run_id"] for r in rows)
+    return (f"## {GRIDS[name][1]}\n\n{main.table_title(args)}; rows: `{log_dir}/results.csv`.\n\n{table}\n"
+            f"<!-- bits: {' '.join(map(str, args.exp_hash_len))}; run ids: {runs} -->\n")
+
+
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def main_cli(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    extra = argv[argv.index("--") + 1:] if "--" in argv else []
+    own = argv[:argv.index("--")] if "--" in argv else argv
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", default="results", help="folder of the grids' log folders, tables.md and figures/")
+    p.add_argument("--only", nargs="+", choices=list(GRIDS), default=None, help="run only these grids")
+    p.add_argument("--dry_run", action="store_true", help="print the main.py command of each grid and stop")
+    a = p.parse_args(own)
+    out = Path(a.out)
+    names = a.only or list(GRIDS)
+    if a.dry_run:
+        for name in names:
+            print("python main.py " + " ".join(grid_argv(name, out, extra)))
+        return 0
+    for name in names:
+        print(f"== grid {name} ==", file=sys.stderr, flush=True)
+        status, rows, args = main.run(grid_argv(name, out, extra))
+        if status != 0:
+            print(f"error: grid {name} stopped (main.py exit status {status}); run bench/tables.py again to resume",
+                  file=sys.stderr)
+            return status
+        write_atomic(out / name / "table.md", section(name, rows, args, out / name))
+        status = plots.main(["--log_dir", str(out / name), "--out", str(out / "figures" / name)])
+        if status != 0:
+            return status
+    sections = [(out / name / "table.md").read_text() for name in GRIDS if (out / name / "table.md").is_file()]
+    head = (f"# Results tables\n\nGenerated by `python bench/tables.py` (last: `{' '.join(argv)}`, "
+            f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}); figures in `{out}/figures/`.\n\n")
+    write_atomic(out / "tables.md", head + "\n".join(sections))
+    print(f"wrote {out / 'tables.md'}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main_cli())

@@ -1,0 +1,109 @@
+"""bench/tables.py end to end on tiny digits settings: it runs the grid into <out>/digits, writes a Markdown table
+whose every cell is the mean ± std of the results.csv rows it came from, names the commit, draws the figures, and
+a second call resumes (skips every finished cell). The committed results/ folder, where present, is checked the
+same way: each table.md equals the table regenerated from its results.csv."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import REPO
+
+sys.path.insert(0, str(REPO / "bench"))
+
+import tables  # noqa: E402
+from results import markdown_table, read_results, row_name  # noqa: E402
+
+TINY = ["--method", "hagcn", "itq", "--task", "gcn", "--exp_hash_len", "8", "16", "--folds", "2", "--num_epochs", "2",
+        "--hidden", "64"]
+
+
+def markdown_cells(text: str) -> dict[tuple[str, int], tuple[float, float | None]]:
+    """{(row name, bits): (mean, std or None)} of the Markdown tables in text."""
+    lines = text.splitlines()
+    out = {}
+    for i, line in enumerate(lines):
+        if line.startswith("| method | labels |"):
+            bits = [int(c.split()[0]) for c in line.strip("| ").split(" | ")[2:]]
+            for row in lines[i + 2:]:
+                if not row.startswith("| "):
+                    break
+                cells = row.strip("| ").split(" | ")
+                for b, cell in zip(bits, cells[2:]):
+                    nums = re.findall(r"\d+\.\d+", cell)
+                    if nums:
+                        out[cells[0], b] = (float(nums[0]), float(nums[1]) if len(nums) > 1 else None)
+    return out
+
+
+def commit() -> str:
+    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def out(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("results")
+    assert tables.main_cli(["--only", "digits", "--out", str(out), "--", *TINY]) == 0
+    return out
+
+
+def test_markdown_cells_are_the_mean_and_std_of_results_csv(out):
+    rows = read_results(out / "digits" / "results.csv")
+    assert len(rows) == 2 * 2 * 2  # (hagcn-gcn, itq) x (8, 16 bits) x 2 folds
+    cells = markdown_cells((out / "tables.md").read_text())
+    assert set(cells) == {(n, b) for n in ("hagcn-gcn", "itq") for b in (8, 16)}
+    for (name, bits), (mean, std) in cells.items():
+        maps = [float(r["map"]) for r in rows if row_name(r) == name and int(r["hash_len"]) == bits]
+        assert len(maps) == 2
+        assert mean == pytest.approx(np.mean(maps), abs=5e-5) and std == pytest.approx(np.std(maps), abs=5e-5)
+
+
+def test_tables_name_the_commit_and_figures_exist(out):
+    text = (out / "tables.md").read_text()
+    assert f"`{commit()[:10]}`" in text
+    assert "## digits" in text and "2 folds" in text
+    figures = {p.name for p in (out / "figures" / "digits").glob("*.png")}
+    assert {"digits_map_vs_bits.png", "digits_losses_16bits.png"} <= figures
+
+
+def test_second_call_resumes_and_dry_run_only_prints(out, capsys):
+    before = read_results(out / "digits" / "results.csv")
+    assert tables.main_cli(["--only", "digits", "--out", str(out), "--", *TINY]) == 0
+    assert read_results(out / "digits" / "results.csv") == before
+    assert capsys.readouterr().err.count(": already in ") == 8
+    assert tables.main_cli(["--dry_run", "--out", str(out / "dry")]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert len(printed) == len(tables.GRIDS) and all(p.startswith("python main.py ") for p in printed)
+    assert "--method all --exp_hash_len 16 32 64" in printed[0] and "--folds 3" in printed[0]
+    assert not (out / "dry").exists()
+
+
+def regenerated_tables(results_dir: Path):
+    """(table.md text, the table regenerated from its results.csv and run ids) of every grid in results_dir."""
+    for table_md in sorted(results_dir.glob("*/table.md")):
+        text = table_md.read_text()
+        bits, runs = re.search(r"<!-- bits: ([\d ]+); run ids: ([0-9a-f ]*) -->", text).groups()
+        by_id = {r["run_id"]: r for r in read_results(table_md.parent / "results.csv")}
+        rows = [by_id[i] for i in runs.split()]
+        yield text, markdown_table(rows, [int(b) for b in bits.split()],
+                                   commit=tables.commits_of(rows, table_md.parent))
+
+
+def test_generated_tables_match_their_results(out):
+    found = list(regenerated_tables(out))
+    assert len(found) == 1
+    for text, table in found:
+        assert table in text
+
+
+def test_committed_results_tables_match_their_results_csv():
+    found = list(regenerated_tables(REPO / "results"))
+    if not found:
+        pytest.skip("no results/<grid>/table.md committed yet")
+    for text, table in found:
+        assert table in text
