@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data import Split, load_fashion_mnist, make_splits, standardise  # noqa: E402
 from evaluate import mean_average_precision  # noqa: E402
-from graph import batch_graph, knn_indices  # noqa: E402
+from graph import batch_graph, knn_graph  # noqa: E402
 from model import mlp  # noqa: E402
 from train import epoch_batches  # noqa: E402
 
@@ -66,7 +66,7 @@ def main(argv=None) -> int:
     Xs = torch.from_numpy(standardise(data.X, split.train))
     X = Xs[torch.from_numpy(split.train)]
     t = time.perf_counter()
-    pool = knn_indices(X, 50)
+    pool = torch.from_numpy(knn_graph(X.numpy(), 50))
     print(f"validation split: train {len(split.train)}, query {len(split.query)}, database {len(split.db)}; "
           f"neighbour pool {time.perf_counter() - t:.0f} s")
     q, db = Xs[torch.from_numpy(split.query)], Xs[torch.from_numpy(split.db)]
