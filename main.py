@@ -47,6 +47,8 @@ EVAL_KEYS = {"topk", "metric"}  # change only the evaluation: a run differing in
 def run_settings(args, method: str, task: str, bits: int, fold: int) -> dict:
     """Everything that determines a run's result; its hash names the run and detects finished runs."""
     settings = {key: getattr(args, key) for key in RUN_KEYS}
+    if args.dataset == "matrix":  # only then, so that the run ids of the other datasets stay as they were
+        settings.update(features=args.features, labels=args.labels)
     settings.update(method=method, task=task, hash_len=bits, fold=fold)
     return settings
 
@@ -218,10 +220,11 @@ def row_name(row: dict) -> str:
 # ----------------------------------------------------------------------------- main
 
 def run_grid(args) -> list[dict]:
-    data = load_dataset(args.dataset, args.root_dir, args.subsample, args.seed)
+    data = load_dataset(args.dataset, args.root_dir, args.subsample, args.seed, features=args.features,
+                        labels=args.labels, names=args.names)
     n_classes = len(data.classes)
     if args.num_cls is not None and args.num_cls != n_classes:
-        source = args.root_dir or args.dataset
+        source = args.features or args.root_dir or args.dataset
         raise DataError(f"--num_cls {args.num_cls}: {source} has {n_classes} classes")
     if args.knn is None:
         args.knn = min(n_classes, args.batch_size - 1)

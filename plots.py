@@ -452,6 +452,8 @@ def fig_tsne(log_dir: str | Path, run_id: str | None = None, rows: list[dict] | 
     rng = np.random.default_rng(seed)
     take = np.sort(rng.choice(len(codes), min(n, len(codes)), replace=False))
     codes, labels = codes[take], labels[take]
+    if labels.ndim == 2:  # multi-label: coloured by each item's first class
+        labels = labels.argmax(axis=1)
     if len(codes) < 5:
         raise Skip(f"{path}: {len(codes)} database codes are too few for a t-SNE")
     emb = TSNE(n_components=2, metric="hamming", init="pca", perplexity=min(30.0, (len(codes) - 1) / 3),
