@@ -93,10 +93,6 @@ class Run:
         return "+".join(self.class_name(int(c)) for c in np.flatnonzero(label))
 
 
-def share_label(a: np.ndarray, b: np.ndarray) -> bool:
-    """Relevance as in evaluate.py: equal integer labels, or multi-hot rows with a class in common."""
-    return bool(a == b) if np.ndim(a) == 0 else bool(np.any((a > 0) & (b > 0)))
-
     def standardise(self, v: np.ndarray) -> np.ndarray:
         """One raw embedding, standardised as data.standardise did the run's data (same float32 operations)."""
         if "train_mean" not in self.codes or "train_std" not in self.codes:
@@ -146,6 +142,11 @@ def share_label(a: np.ndarray, b: np.ndarray) -> bool:
             raise SearchError(f"{self.checkpoint}: the model gives {bits.shape[1]}-bit codes, codes.npz has "
                               f"{self.n_bits}")
         return bits
+
+
+def share_label(a: np.ndarray, b: np.ndarray) -> bool:
+    """Relevance as in evaluate.py: equal integer labels, or multi-hot rows with a class in common."""
+    return bool(a == b) if np.ndim(a) == 0 else bool(np.any((a > 0) & (b > 0)))
 
 
 def search(run: Run, query_bits: np.ndarray, topk: int) -> tuple[np.ndarray, np.ndarray]:
