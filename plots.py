@@ -433,7 +433,8 @@ def pick_tsne_run(rows: list[dict], bits: int | None) -> dict:
 
 def fig_tsne(log_dir: str | Path, run_id: str | None = None, rows: list[dict] | None = None,
              dataset: str | None = None, bits: int | None = None, n: int = 1000, seed: int = 0):
-    """t-SNE (Hamming metric) of a random sample of n database codes of one run, coloured by class."""
+    """t-SNE (Hamming metric) of a random sample of n database codes of one run, coloured by class (multi-label:
+    by each item's first class)."""
     from sklearn.manifold import TSNE
     log_dir = Path(log_dir)
     row = None
