@@ -35,9 +35,14 @@ def build_parser() -> Parser:
     a = p.add_argument
     a("--config", type=str, default=None, help="YAML file of flag values; command-line flags override it")
     # data
-    a("--dataset", choices=["digits", "fashion_mnist", "folder"], default=None,
-      help="built-in data, or 'folder' for --root_dir (default: folder if --root_dir is given, else digits)")
+    a("--dataset", choices=["digits", "fashion_mnist", "fashion_mnist_pairs", "folder", "matrix"], default=None,
+      help="built-in data, 'folder' for --root_dir, 'matrix' for --features/--labels (default: matrix if --features "
+           "is given, folder if --root_dir is, else digits)")
     a("--root_dir", type=str, default=None, help="ROOT/<class>/<item>.npy embeddings (or the Fashion-MNIST IDX folder)")
+    a("--features", type=str, default=None, help="X.npy: one (n, d) float16/float32 feature matrix (memory-mapped)")
+    a("--labels", type=str, default=None,
+      help="Y.npy for --features: integer labels (n,) or a 0/1 multi-hot matrix (n, C) (multi-label)")
+    a("--names", type=str, default=None, help="optional names.txt for --features: one item name per line")
     a("--num_cls", type=int, default=None, help="expected number of classes, checked against the data")
     a("--subsample", type=int, default=None, help="use a class-stratified random subset of this many items")
     a("--split", choices=["ref", "standard"], default="ref", help="ref: paper repo's 80/10/10; standard: q per class")
@@ -152,7 +157,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.set_defaults(**load_config(config_path, parser))
     args = parser.parse_args(argv)
     if args.dataset is None:
-        args.dataset = "folder" if args.root_dir else "digits"
+        args.dataset = "matrix" if args.features else "folder" if args.root_dir else "digits"
     if args.device is None:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if "all" in args.method:
@@ -203,6 +208,7 @@ def check_args(args: argparse.Namespace) -> None:
     need(args.subsample is None or args.subsample >= 10, f"--subsample {args.subsample}: must be at least 10")
     need(args.query_per_class >= 1 and args.num_train >= 1, "--query_per_class/--num_train: must be positive")
     need(args.dataset != "folder" or bool(args.root_dir), "--dataset folder: needs --root_dir PATH")
+    check_matrix_args(args)
     if args.device.startswith("cuda"):
         need(torch.cuda.is_available(), f"--device {args.device}: CUDA is not available on this machine (use --device cpu)")
     else:
@@ -210,6 +216,22 @@ def check_args(args: argparse.Namespace) -> None:
     need(not args.tensorboard or importlib.util.find_spec("tensorboard") is not None,
          "--tensorboard: the tensorboard package is not installed (pip install tensorboard)")
     check_log_dir(Path(args.log_dir))
+
+
+def check_matrix_args(args: argparse.Namespace) -> None:
+    """--features/--labels/--names go together and with --dataset matrix only."""
+    if args.features and not args.labels:
+        raise ArgError("--features: needs --labels Y.npy (integer labels (n,) or 0/1 multi-hot (n, C))")
+    if args.labels and not args.features:
+        raise ArgError("--labels: needs --features X.npy")
+    matrix = args.dataset == "matrix"
+    if matrix and not args.features:
+        raise ArgError("--dataset matrix: needs --features X.npy and --labels Y.npy")
+    for flag in ("features", "labels", "names"):
+        if getattr(args, flag) and not matrix:
+            raise ArgError(f"--{flag}: only with a feature matrix (--dataset matrix), not --dataset {args.dataset}")
+    if matrix and args.root_dir:
+        raise ArgError("--root_dir: not with --features (give one data source)")
 
 
 def check_log_dir(log_dir: Path) -> None:

@@ -1,4 +1,5 @@
-"""Load embeddings (built-in datasets or the paper's per-class .npy folders), split and standardise them."""
+"""Load embeddings (built-in datasets, the paper's per-class .npy folders, or one feature matrix with integer or
+multi-hot labels), split and standardise them."""
 from __future__ import annotations
 
 import gzip
@@ -23,7 +24,7 @@ class DataError(ValueError):
 class Dataset:
     name: str
     X: np.ndarray            # (n, d) float32, C-contiguous
-    y: np.ndarray            # (n,) int64 labels 0..C-1
+    y: np.ndarray            # (n,) int64 labels 0..C-1, or (n, C) uint8 0/1 multi-hot (multi-label data)
     classes: list[str]       # class names, index = label
     items: list[str]         # one name per row (file path relative to the root, or "digits/17")
 
@@ -80,6 +81,27 @@ def load_fashion_mnist(folder: str | Path | None = None) -> Dataset:
     classes = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
     return Dataset("fashion_mnist", np.ascontiguousarray(X), y, classes, [f"fashion_mnist/{i}" for i in range(len(X))])
+
+
+FASHION_MNIST_PAIRS = 70000
+
+
+def load_fashion_mnist_pairs(folder: str | Path | None = None, seed: int = 0, n_pairs: int = FASHION_MNIST_PAIRS,
+                             subsample: int | None = None) -> Dataset:
+    """Multi-label data derived from Fashion-MNIST: `n_pairs` pairs of images (a, b) drawn independently with
+    np.random.default_rng(seed), placed side by side (28 x 56, 1,568-d, a on the left), labelled by the set of
+    their classes (10-column multi-hot: one or two labels). With `subsample`, the rows that `subsample_rows` keeps
+    of all n_pairs (only those images are assembled: the same rows as building every pair, then subsampling)."""
+    base = load_fashion_mnist(folder)
+    pair = np.random.default_rng(seed).integers(0, len(base.y), size=(n_pairs, 2))
+    y = np.zeros((n_pairs, len(base.classes)), np.uint8)
+    y[np.arange(n_pairs)[:, None], base.y[pair]] = 1
+    keep = subsample_rows(y, subsample, seed)
+    pair, y = pair[keep], y[keep]
+    images = base.X.reshape(-1, 28, 28)
+    X = np.concatenate([images[pair[:, 0]], images[pair[:, 1]]], axis=2).reshape(len(pair), 28 * 56)
+    items = [f"fashion_mnist_pairs/{p} (fashion_mnist/{a} | fashion_mnist/{b})" for p, (a, b) in zip(keep, pair)]
+    return Dataset("fashion_mnist_pairs", np.ascontiguousarray(X), y, base.classes, items)
 
 
 # ----------------------------------------------------------------------------- per-class .npy folders
@@ -189,27 +211,154 @@ def write_cache(cache: Path, data: Dataset, fingerprint: str) -> None:
         print(f"warning: cannot write cache {cache} ({e.strerror}); loading from the files each time", file=sys.stderr)
 
 
+# ----------------------------------------------------------------------------- one feature matrix + labels
+
+FINITE_CHECK_BYTES = 64 << 20  # the non-finite check reads a memory-mapped matrix in chunks of about this size
+
+
+def open_npy(path: str | Path, flag: str, mmap: bool) -> np.ndarray:
+    """An .npy array (memory-mapped when `mmap`); unreadable files are a DataError naming the flag and the file."""
+    try:
+        arr = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except FileNotFoundError:
+        raise DataError(f"{flag} {path}: no such file")
+    except IsADirectoryError:
+        raise DataError(f"{flag} {path}: is a directory, expected an .npy file")
+    except Exception as e:  # ValueError/EOFError/OSError/UnpicklingError for corrupt or truncated files
+        raise DataError(f"{flag} {path}: cannot read .npy file ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0] if str(e) else 'corrupt'})")
+    if not isinstance(arr, np.ndarray):  # an .npz archive
+        arr.close()
+        raise DataError(f"{flag} {path}: expected one .npy array, got an .npz archive")
+    return arr
+
+
+def first_non_finite_row(X: np.ndarray) -> int | None:
+    """Index of the first row holding NaN or Inf, reading X in row chunks (bounded memory for memmaps)."""
+    rows = max(1, FINITE_CHECK_BYTES // max(1, X.itemsize * X.shape[1]))
+    for start in range(0, len(X), rows):
+        bad = ~np.isfinite(X[start:start + rows]).all(axis=1)
+        if bad.any():
+            return start + int(bad.argmax())
+    return None
+
+
+def read_features(path: str | Path) -> np.ndarray:
+    """--features: (n, d) float16/float32/float64 matrix, finite, memory-mapped (float32 stays a memmap)."""
+    X = open_npy(path, "--features", mmap=True)
+    if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
+        raise DataError(f"--features {path}: expected a matrix of shape (n, d) with n, d >= 1, got shape {X.shape}")
+    if X.dtype.kind != "f":
+        raise DataError(f"--features {path}: expected float16 or float32 values, got dtype {X.dtype}")
+    bad = first_non_finite_row(X)
+    if bad is not None:
+        raise DataError(f"--features {path}: row {bad} contains NaN or Inf values")
+    if X.dtype == np.float32 and X.flags.c_contiguous:
+        return X  # stays memory-mapped until a split is taken
+    return np.ascontiguousarray(X, dtype=np.float32)
+
+
+def read_labels(path: str | Path, n: int) -> tuple[np.ndarray, list[str]]:
+    """--labels: integer labels (n,) -> (labels 0..C-1 in sorted order of the values, their names), or a 0/1
+    multi-hot matrix (n, C) -> (uint8 matrix, names '0'..'C-1'); every multi-hot row needs at least one 1."""
+    Y = np.asarray(open_npy(path, "--labels", mmap=False))
+    if Y.ndim not in (1, 2) or len(Y) != n:
+        raise DataError(f"--labels {path}: expected shape ({n},) or ({n}, C) to match the {n} rows of --features, "
+                        f"got {Y.shape}")
+    if Y.ndim == 1:
+        if Y.dtype.kind not in "iu":
+            raise DataError(f"--labels {path}: 1-D labels must be integers, got dtype {Y.dtype} "
+                            f"(or give a 0/1 multi-hot matrix of shape (n, C))")
+        values, y = np.unique(Y, return_inverse=True)
+        return y.astype(np.int64), [str(v) for v in values]
+    if Y.shape[1] == 0:
+        raise DataError(f"--labels {path}: a multi-hot matrix needs at least one class column, got shape {Y.shape}")
+    if Y.dtype.kind not in "biuf" or not np.isin(Y, (0, 1)).all():
+        raise DataError(f"--labels {path}: 2-D labels must be a 0/1 multi-hot matrix, got "
+                        f"{'dtype ' + str(Y.dtype) if Y.dtype.kind not in 'biuf' else 'values other than 0 and 1'}")
+    empty = np.flatnonzero(~Y.any(axis=1))
+    if len(empty):
+        raise DataError(f"--labels {path}: {len(empty)} item(s) have no label (row {empty[0]} is all zeros); "
+                        f"every item needs at least one")
+    return Y.astype(np.uint8), [str(c) for c in range(Y.shape[1])]
+
+
+def read_names(path: str | Path, n: int) -> list[str]:
+    """--names: one item name per line, exactly n lines."""
+    try:
+        names = Path(path).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise DataError(f"--names {path}: no such file")
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"--names {path}: cannot read ({getattr(e, 'strerror', None) or e})")
+    if len(names) != n:
+        raise DataError(f"--names {path}: {len(names)} names for the {n} rows of --features (one name per line)")
+    return names
+
+
+def load_matrix(features: str | Path, labels: str | Path, names: str | Path | None = None) -> Dataset:
+    """--features X.npy (n, d) with --labels Y.npy ((n,) integers or (n, C) 0/1 multi-hot) and optional --names."""
+    X = read_features(features)
+    y, classes = read_labels(labels, len(X))
+    items = read_names(names, len(X)) if names else [f"{Path(features).stem}/{i}" for i in range(len(X))]
+    return Dataset(Path(features).stem, X, y, classes, items)
+
+
 # ----------------------------------------------------------------------------- choosing, subsampling, splitting
 
-def load_dataset(dataset: str, root_dir: str | None = None, subsample: int | None = None, seed: int = 0) -> Dataset:
-    """The dataset named by --dataset ('folder' reads --root_dir), optionally a class-stratified random subset."""
+def load_dataset(dataset: str, root_dir: str | None = None, subsample: int | None = None, seed: int = 0, *,
+                 features: str | None = None, labels: str | None = None, names: str | None = None) -> Dataset:
+    """The dataset named by --dataset ('folder' reads --root_dir, 'matrix' --features/--labels/--names), optionally a
+    random subset of `subsample` items (class-stratified for single-label data)."""
+    if dataset == "fashion_mnist_pairs":
+        data = load_fashion_mnist_pairs(root_dir, seed, subsample=subsample)
+    else:
+        data = subsample_dataset(load_full(dataset, root_dir, features, labels, names), subsample, seed)
+    if is_multi_label(data.y):
+        print(f"note: {data.name} is multi-label ({data.y.shape[1]} classes, {data.y.sum(1).mean():.2f} labels per "
+              f"item): --subsample and the splits draw items at random, not per class", file=sys.stderr)
+    return data
+
+
+def load_full(dataset: str, root_dir: str | None, features: str | None, labels: str | None,
+              names: str | None) -> Dataset:
     if dataset == "digits":
-        data = load_digits_dataset()
-    elif dataset == "fashion_mnist":
-        data = load_fashion_mnist(root_dir)
-    elif dataset == "folder":
+        return load_digits_dataset()
+    if dataset == "fashion_mnist":
+        return load_fashion_mnist(root_dir)
+    if dataset == "folder":
         if not root_dir:
             raise DataError("--dataset folder needs --root_dir PATH (ROOT/<class>/<item>.npy)")
-        data = load_folder(root_dir)
-    else:
-        raise DataError(f"--dataset {dataset}: unknown (choose digits, fashion_mnist or folder)")
-    if subsample and subsample < len(data.y):
-        keep, _ = train_test_split(np.arange(len(data.y)), train_size=subsample, random_state=seed,
-                                   stratify=data.y if np.bincount(data.y).min() >= 2 else None)
-        keep = np.sort(keep)
-        data = Dataset(data.name, np.ascontiguousarray(data.X[keep]), data.y[keep], data.classes,
-                       [data.items[i] for i in keep])
-    return data
+        return load_folder(root_dir)
+    if dataset == "matrix":
+        if not features or not labels:
+            raise DataError("--dataset matrix needs --features X.npy and --labels Y.npy")
+        return load_matrix(features, labels, names)
+    raise DataError(f"--dataset {dataset}: unknown (choose digits, fashion_mnist, fashion_mnist_pairs, folder or matrix)")
+
+
+def is_multi_label(y: np.ndarray) -> bool:
+    """True for (n, C) multi-hot labels, False for (n,) integer labels."""
+    return y.ndim == 2
+
+
+def subsample_rows(y: np.ndarray, subsample: int | None, seed: int) -> np.ndarray:
+    """Sorted row indices of a random subset of `subsample` rows (all rows when None or too large); stratified by
+    class for integer labels where every class has 2 items, uniformly random for multi-hot labels."""
+    n = len(y)
+    if not subsample or subsample >= n:
+        return np.arange(n)
+    stratify = y if not is_multi_label(y) and np.bincount(y).min() >= 2 else None
+    keep, _ = train_test_split(np.arange(n), train_size=subsample, random_state=seed, stratify=stratify)
+    return np.sort(keep)
+
+
+def subsample_dataset(data: Dataset, subsample: int | None, seed: int) -> Dataset:
+    if not subsample or subsample >= len(data.y):
+        return data
+    keep = subsample_rows(data.y, subsample, seed)
+    return Dataset(data.name, np.ascontiguousarray(data.X[keep]), data.y[keep], data.classes,
+                   [data.items[i] for i in keep])
 
 
 def ref_split(idx: np.ndarray, seed: int) -> Split:
@@ -220,19 +369,28 @@ def ref_split(idx: np.ndarray, seed: int) -> Split:
 
 
 def standard_split(y: np.ndarray, per_class: int, num_train: int, seed: int) -> Split:
-    """Usual unsupervised-hashing protocol: `per_class` queries per class, database = the rest, train = a database sample."""
+    """Usual unsupervised-hashing protocol: `per_class` queries per class, database = the rest, train = a database sample.
+    Multi-hot labels cannot be drawn per class: per_class x C queries drawn at random instead."""
     rng = np.random.default_rng(seed)
-    query = []
-    for c in np.unique(y):
-        members = np.flatnonzero(y == c)
-        if len(members) <= per_class:
-            raise DataError(f"--split standard: class {c} has {len(members)} items, needs more than "
-                            f"--query_per_class {per_class}")
-        query.append(rng.choice(members, per_class, replace=False))
-    query = np.sort(np.concatenate(query))
+    if is_multi_label(y):
+        n_query = per_class * y.shape[1]
+        if n_query >= len(y):
+            raise DataError(f"--split standard: {len(y)} multi-label items, needs more than --query_per_class "
+                            f"{per_class} x {y.shape[1]} classes = {n_query}")
+        query = np.sort(rng.choice(len(y), n_query, replace=False))
+    else:
+        query = np.sort(np.concatenate([per_class_queries(y, c, per_class, rng) for c in np.unique(y)]))
     db = np.setdiff1d(np.arange(len(y)), query)
     train = np.sort(rng.choice(db, min(num_train, len(db)), replace=False))
     return Split(train, query, db)
+
+
+def per_class_queries(y: np.ndarray, c: int, per_class: int, rng: np.random.Generator) -> np.ndarray:
+    members = np.flatnonzero(y == c)
+    if len(members) <= per_class:
+        raise DataError(f"--split standard: class {c} has {len(members)} items, needs more than "
+                        f"--query_per_class {per_class}")
+    return rng.choice(members, per_class, replace=False)
 
 
 def make_splits(y: np.ndarray, split: str, folds: int, seed: int,

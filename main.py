@@ -43,6 +43,8 @@ RUN_KEYS = ["dataset", "root_dir", "subsample", "split", "folds", "query_per_cla
 def run_settings(args, method: str, task: str, bits: int, fold: int) -> dict:
     """Everything that determines a run's result; its hash names the run and detects finished runs."""
     settings = {key: getattr(args, key) for key in RUN_KEYS}
+    if args.dataset == "matrix":  # only then, so that the run ids of the other datasets stay as they were
+        settings.update(features=args.features, labels=args.labels)
     settings.update(method=method, task=task, hash_len=bits, fold=fold)
     return settings
 
@@ -206,11 +208,12 @@ class Fold:
 
 def load_data(args) -> tuple[Dataset, list[Split]]:
     """The dataset and its folds, checked before anything is written; fills the default --knn."""
-    data = load_dataset(args.dataset, args.root_dir, args.subsample, args.seed)
+    data = load_dataset(args.dataset, args.root_dir, args.subsample, args.seed, features=args.features,
+                        labels=args.labels, names=args.names)
     n_classes = len(data.classes)
-    source = args.root_dir or args.dataset
+    source = args.features or args.root_dir or args.dataset
     if n_classes < 2:
-        flag = "--root_dir" if args.root_dir else "--dataset"
+        flag = "--labels" if args.features else "--root_dir" if args.root_dir else "--dataset"
         raise DataError(f"{flag} {source}: has {n_classes} class; mAP needs at least two classes")
     if args.num_cls is not None and args.num_cls != n_classes:
         raise DataError(f"--num_cls {args.num_cls}: {source} has {n_classes} classes")

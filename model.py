@@ -174,7 +174,8 @@ class SHC(MLPHashHead):
     one hash center per class with a minimum Hamming distance, then training toward the centers).
 
     prepare(X, y), before the training loop, deterministic (own generator seeded with `seed`):
-      1. a linear softmax classifier on the training embeddings, `clf_steps` full-batch Adam steps;
+      1. a linear softmax classifier on the training embeddings (sigmoid outputs and binary cross-entropy for
+         multi-hot labels, each class's mean taken over the items having it), `clf_steps` full-batch Adam steps;
          class similarity S_ij = cosine of the mean softmax outputs of classes i and j, softmax at
          `temperature` 3 (at 1 the classifier is nearly one-hot on its own training rows and every
          off-diagonal S is ~0 on digits; at 3 the confusable pairs such as 1/8 and 8/9 reach ~0.35)
@@ -190,7 +191,8 @@ class SHC(MLPHashHead):
          distance >= d_min (d_min = L // 4 by default) or no flip helps.
       The centers, the class similarity and the achieved minimum distance are buffers (saved in
       checkpoints, so a resumed run needs no prepare); `prepare` warns if the achieved minimum < d_min.
-    Training: losses.shc_loss (BCE of (u+1)/2 toward (c_y+1)/2, u = tanh(h), plus a quantisation term).
+    Training: losses.shc_loss (BCE of (u+1)/2 toward (c_y+1)/2, u = tanh(h), plus a quantisation term; an item
+    with several labels aims at the sign of the sum of their centers).
     """
 
     def __init__(self, d_in: int, hidden: int, n_bits: int, n_classes: int, seed: int = 0,
@@ -221,22 +223,29 @@ class SHC(MLPHashHead):
 
     @torch.enable_grad()
     def fit_class_similarity(self, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Stage 1: C x C cosine similarity of the classes' mean softmax outputs of a linear classifier."""
+        """Stage 1: C x C cosine similarity of the classes' mean outputs of a linear classifier: softmax and
+        cross-entropy for integer labels (n,), sigmoid and binary cross-entropy for multi-hot labels (n, C),
+        where a class's mean is over the items having that class."""
         gen = torch.Generator().manual_seed(self.seed)
         d, c = X.shape[1], self.n_classes
         W = (torch.randn(d, c, generator=gen) / math.sqrt(d)).to(X.device).requires_grad_()
         b = torch.zeros(c, device=X.device, requires_grad=True)
         opt = torch.optim.Adam([W, b], lr=1e-2, weight_decay=1e-4)
-        Xd, yd = X.detach().float(), y.long()
+        Xd = X.detach().float()
+        multi = y.dim() == 2
+        member = y.float() if multi else nn.functional.one_hot(y.long(), c).float()  # (n, C) class membership
         for _ in range(self.clf_steps):
-            loss = nn.functional.cross_entropy(Xd @ W + b, yd)
+            logits = Xd @ W + b
+            loss = (nn.functional.binary_cross_entropy_with_logits(logits, member) if multi
+                    else nn.functional.cross_entropy(logits, y.long()))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
         with torch.no_grad():
-            probs = torch.softmax((Xd @ W + b) / self.temperature, dim=1)
-            sums = torch.zeros(c, c, device=X.device).index_add_(0, yd, probs)
-            counts = torch.bincount(yd, minlength=c).float()
+            scaled = (Xd @ W + b) / self.temperature
+            probs = torch.sigmoid(scaled) if multi else torch.softmax(scaled, dim=1)
+            sums = member.T @ probs if multi else torch.zeros(c, c, device=X.device).index_add_(0, y.long(), probs)
+            counts = member.sum(0)
             present = counts > 0
             unit = nn.functional.normalize(sums / counts.clamp(min=1)[:, None], dim=1)
             sim = unit @ unit.T

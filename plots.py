@@ -434,7 +434,8 @@ def pick_tsne_run(rows: list[dict], bits: int | None) -> dict:
 
 def fig_tsne(log_dir: str | Path, run_id: str | None = None, rows: list[dict] | None = None,
              dataset: str | None = None, bits: int | None = None, n: int = 1000, seed: int = 0):
-    """t-SNE (Hamming metric) of a random sample of n database codes of one run, coloured by class."""
+    """t-SNE (Hamming metric) of a random sample of n database codes of one run, coloured by class (multi-label:
+    by each item's first class)."""
     from sklearn.manifold import TSNE
     log_dir = Path(log_dir)
     row = None
@@ -453,6 +454,8 @@ def fig_tsne(log_dir: str | Path, run_id: str | None = None, rows: list[dict] | 
     rng = np.random.default_rng(seed)
     take = np.sort(rng.choice(len(codes), min(n, len(codes)), replace=False))
     codes, labels = codes[take], labels[take]
+    if labels.ndim == 2:  # multi-label: coloured by each item's first class
+        labels = labels.argmax(axis=1)
     if len(codes) < 5:
         raise Skip(f"{path}: {len(codes)} database codes are too few for a t-SNE")
     emb = TSNE(n_components=2, metric="hamming", init="pca", perplexity=min(30.0, (len(codes) - 1) / 3),

@@ -5,7 +5,8 @@
 
 The run folder holds what is needed: run.json (the settings and arguments that rebuild the model),
 checkpoint.pt (the trained weights, or a closed-form baseline's fitted state) and codes.npz (the database
-codes, item names, labels and the training split's standardisation statistics). `--query FILE.npy` is a raw
+codes, item names, labels and the training split's standardisation statistics). A multi-label run prints every
+label of an item, joined by '+', and marks the results that share a label with the query. `--query FILE.npy` is a raw
 embedding of shape (d,) or (1, d), as in the per-class folders: it is standardised with the training statistics
 and encoded by the model, item by item as in training. `--query_index I` takes item I of the run's query split
 and its saved code. The database is ranked by Hamming distance, ties going to the lower database index (as in
@@ -85,6 +86,13 @@ class Run:
     def class_name(self, label: int) -> str:
         return self.classes[label] if 0 <= label < len(self.classes) else str(label)
 
+    def label_names(self, label: np.ndarray) -> str:
+        """The class name of an integer label, or every class of a multi-hot row joined by '+'."""
+        if np.ndim(label) == 0:
+            return self.class_name(int(label))
+        return "+".join(self.class_name(int(c)) for c in np.flatnonzero(label))
+
+
     def standardise(self, v: np.ndarray) -> np.ndarray:
         """One raw embedding, standardised as data.standardise did the run's data (same float32 operations)."""
         if "train_mean" not in self.codes or "train_std" not in self.codes:
@@ -136,6 +144,11 @@ class Run:
         return bits
 
 
+def share_label(a: np.ndarray, b: np.ndarray) -> bool:
+    """Relevance as in evaluate.py: equal integer labels, or multi-hot rows with a class in common."""
+    return bool(a == b) if np.ndim(a) == 0 else bool(np.any((a > 0) & (b > 0)))
+
+
 def search(run: Run, query_bits: np.ndarray, topk: int) -> tuple[np.ndarray, np.ndarray]:
     """(database positions, Hamming distances) of the topk nearest items, by (distance, index)."""
     from evaluate import from_packbits, hamming_topk
@@ -155,9 +168,9 @@ def main(argv: list[str] | None = None) -> int:
                 raise SearchError(f"--query_index {args.query_index}: the run's query split has items 0..{n_query - 1}")
             query_bits = np.unpackbits(run.codes["query_codes"][args.query_index:args.query_index + 1],
                                        axis=1)[:, :run.n_bits]
-            label = int(run.codes["query_labels"][args.query_index])
+            label = run.codes["query_labels"][args.query_index]
             about = (f"query item {args.query_index}: {run.codes['query_items'][args.query_index]} "
-                     f"(label {run.class_name(label)})")
+                     f"(label {run.label_names(label)})")
         else:
             query_bits = run.encode(run.standardise(read_vector(Path(args.query))))
             label, about = None, f"query {args.query}"
@@ -172,11 +185,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{run.name}\n{about}, code {code}")
     items, labels = run.codes["db_items"], run.codes["db_labels"]
     width = max(len("item"), *(len(str(items[i])) for i in indices))
-    names = [run.class_name(int(labels[i])) for i in indices]
+    names = [run.label_names(labels[i]) for i in indices]
     lw = max(len("label"), *map(len, names))
+    same = "  same class" if labels.ndim == 1 else "  shares a label"
     print(f"{'rank':>4}  {'item':<{width}}  {'label':<{lw}}  distance")
     for rank, (i, d, name) in enumerate(zip(indices, distances, names), 1):
-        mark = "" if label is None else ("  same class" if int(labels[i]) == label else "")
+        mark = same if label is not None and share_label(labels[i], label) else ""
         print(f"{rank:>4}  {str(items[i]):<{width}}  {name:<{lw}}  {int(d):>8}{mark}")
     return 0
 

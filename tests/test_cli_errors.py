@@ -33,9 +33,79 @@ def truncated_npy(tmp: Path) -> bytes:
     return (tmp / "full.npy").read_bytes()[:-10]
 
 
+def matrix(tmp: Path, X: np.ndarray | bytes | None = None, Y: np.ndarray | bytes | None = None,
+           names: list[str] | None = None) -> list:
+    """--features/--labels (and --names) of a valid 40 x 8 matrix with 3-class multi-hot labels, or of the given
+    replacements (arrays, or raw bytes written as they are)."""
+    rng = np.random.default_rng(0)
+    Y_ok = (rng.random((40, 3)) < 0.5).astype(np.uint8)
+    Y_ok[:, 0] |= Y_ok.sum(1) == 0
+    argv = []
+    for flag, value in (("features", rng.normal(size=(40, 8)).astype(np.float32) if X is None else X),
+                        ("labels", Y_ok if Y is None else Y)):
+        path = tmp / f"{flag}.npy"
+        path.write_bytes(value) if isinstance(value, bytes) else np.save(path, value)
+        argv += [f"--{flag}", path]
+    if names is not None:
+        (tmp / "names.txt").write_text("\n".join(names))
+        argv += ["--names", tmp / "names.txt"]
+    return argv
+
+
+def matrix_case(tmp: Path, name: str) -> tuple[list, list[str]] | None:
+    """(argv, expected substrings) of the feature-matrix cases, None for other names."""
+    X = np.ones((40, 8), np.float32)
+    if name == "features_missing":
+        return ["--features", tmp / "none.npy", "--labels", tmp / "none_y.npy"], ["--features", "none.npy", "no such file"]
+    if name == "features_corrupt":
+        return matrix(tmp, X=b"not an npy file"), ["--features", "features.npy", "cannot read"]
+    if name == "features_npz":
+        np.savez(tmp / "X.npz", X=X)
+        return ["--features", tmp / "X.npz", *matrix(tmp)[2:]], ["--features", "X.npz", ".npz archive"]
+    if name == "features_1d":
+        return matrix(tmp, X=np.ones(40, np.float32)), ["--features", "(n, d)", "(40,)"]
+    if name == "features_integer":
+        return matrix(tmp, X=np.ones((40, 8), np.int32)), ["--features", "float16 or float32", "int32"]
+    if name == "features_nan":
+        X[23, 5] = np.nan
+        return matrix(tmp, X=X.astype(np.float16)), ["--features", "features.npy", "row 23", "NaN or Inf"]
+    if name == "labels_rows_mismatch":
+        return matrix(tmp, Y=np.zeros(39, np.int64)), ["--labels", "labels.npy", "(40,)", "(39,)"]
+    if name == "labels_corrupt":
+        return matrix(tmp, Y=b"\x93NUMPY garbage"), ["--labels", "labels.npy", "cannot read"]
+    if name == "labels_float_1d":
+        return matrix(tmp, Y=np.zeros(40, np.float32)), ["--labels", "must be integers", "float32"]
+    if name == "labels_not_0_1":
+        return matrix(tmp, Y=np.full((40, 3), 2, np.int64)), ["--labels", "0/1 multi-hot", "other than 0 and 1"]
+    if name == "labels_3d":
+        return matrix(tmp, Y=np.zeros((40, 3, 1), np.uint8)), ["--labels", "(40, 3, 1)"]
+    if name == "labels_item_without_label":
+        Y = np.eye(3, dtype=np.uint8)[np.arange(40) % 3]
+        Y[[7, 9]] = 0
+        return matrix(tmp, Y=Y), ["--labels", "2 item(s) have no label", "row 7"]
+    if name == "names_count":
+        return matrix(tmp, names=[f"i{k}" for k in range(39)]), ["--names", "names.txt", "39 names", "40 rows"]
+    if name == "names_missing":
+        return [*matrix(tmp), "--names", tmp / "gone.txt"], ["--names", "gone.txt", "no such file"]
+    if name == "features_without_labels":
+        return matrix(tmp)[:2], ["--features", "needs --labels"]
+    if name == "labels_without_features":
+        return matrix(tmp)[2:], ["--labels", "needs --features"]
+    if name == "features_with_root_dir":
+        return [*matrix(tmp), "--root_dir", folder(tmp, "both")], ["--root_dir", "not with --features"]
+    if name == "features_with_other_dataset":
+        return [*matrix(tmp), "--dataset", "digits"], ["--features", "not --dataset digits"]
+    if name == "dataset_matrix_alone":
+        return ["--dataset", "matrix"], ["--dataset matrix", "needs --features"]
+    return None
+
+
 def case_argv(tmp: Path, name: str) -> tuple[list[str], list[str], int]:
     """(argv, substrings the stderr must contain, expected exit status) of one named case; built in `tmp`."""
     vec = np.ones(8, np.float32)
+    found = matrix_case(tmp, name)
+    if found is not None:
+        return found[0], found[1], 2
     if name == "root_missing":
         return ["--root_dir", tmp / "nowhere"], ["--root_dir", "nowhere", "no such directory"], 2
     if name == "root_empty":
@@ -125,7 +195,11 @@ CASES = ["root_missing", "root_empty", "root_no_class_folders", "empty_class_fol
          "too_few_for_split", "folds_exceed_items", "hash_len_0", "hash_len_100000", "batch_size_1", "knn_ge_batch",
          "k_0", "batch_group_0", "neighbour_pool_0", "unknown_task", "unknown_method", "cuda_without_cuda",
          "config_missing", "config_invalid_yaml", "config_bad_value", "log_dir_under_file", "log_dir_under_proc",
-         "single_class", "non_npy_ignored"]
+         "single_class", "non_npy_ignored",
+         "features_missing", "features_corrupt", "features_npz", "features_1d", "features_integer", "features_nan",
+         "labels_rows_mismatch", "labels_corrupt", "labels_float_1d", "labels_not_0_1", "labels_3d",
+         "labels_item_without_label", "names_count", "names_missing", "features_without_labels",
+         "labels_without_features", "features_with_root_dir", "features_with_other_dataset", "dataset_matrix_alone"]
 
 
 @pytest.fixture(scope="module")

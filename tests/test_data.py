@@ -1,5 +1,6 @@
 """data.py: per-class .npy folders (class order, labels, (1, d) files, the cache and its invalidation), the built-in
-datasets, the splits (ref 80/10/10, standard q per class, folds) and standardisation on training statistics only."""
+datasets, one feature matrix with integer or multi-hot labels, Fashion-MNIST pairs (multi-label), the splits
+(ref 80/10/10, standard q per class, folds, random for multi-label) and standardisation on training statistics only."""
 from __future__ import annotations
 
 import os
@@ -177,3 +178,83 @@ def test_standardise_uses_training_statistics_only():
     np.testing.assert_allclose(Z[train, :3].mean(0), 0, atol=1e-5)
     np.testing.assert_allclose(Z[train, :3].std(0), 1, atol=1e-5)
     assert np.all(Z[60:, :3] > 100) and np.all(Z[:, 3] == 0) and np.isfinite(Z).all()
+
+
+# ----------------------------------------------------------------------------- feature matrix and multi-label data
+
+def save_matrix(tmp_path, X, Y, names=None):
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "Y.npy", Y)
+    if names is not None:
+        (tmp_path / "names.txt").write_text("\n".join(names) + "\n")
+    return tmp_path / "X.npy", tmp_path / "Y.npy", (tmp_path / "names.txt" if names is not None else None)
+
+
+def test_matrix_integer_labels_float16_and_names(tmp_path):
+    X = np.arange(24, dtype=np.float16).reshape(6, 4)
+    f, l, n = save_matrix(tmp_path, X, np.array([7, 3, 7, 3, 9, 9]), [f"img{i}.jpg" for i in range(6)])
+    d = data.load_dataset("matrix", features=str(f), labels=str(l), names=str(n))
+    assert d.X.dtype == np.float32 and d.X.flags.c_contiguous and np.array_equal(d.X, X.astype(np.float32))
+    assert d.classes == ["3", "7", "9"] and d.y.tolist() == [1, 0, 1, 0, 2, 2] and d.y.dtype == np.int64
+    assert d.items == [f"img{i}.jpg" for i in range(6)] and d.name == "X"
+
+
+def test_matrix_float32_stays_memory_mapped_and_multi_hot_is_2d(tmp_path, capsys):
+    X = np.random.default_rng(0).normal(size=(12, 5)).astype(np.float32)
+    Y = np.eye(3, dtype=np.float32)[np.arange(12) % 3]
+    Y[0, 1] = 1
+    f, l, _ = save_matrix(tmp_path, X, Y)
+    d = data.load_dataset("matrix", features=str(f), labels=str(l))
+    assert isinstance(d.X, np.memmap) and np.array_equal(d.X, X)
+    assert d.y.shape == (12, 3) and d.y.dtype == np.uint8 and np.array_equal(d.y, Y)
+    assert d.classes == ["0", "1", "2"] and d.items[3] == "X/3"
+    assert "multi-label (3 classes" in capsys.readouterr().err
+
+
+def test_non_finite_check_reads_chunks_and_names_the_row(tmp_path, monkeypatch):
+    X = np.ones((50, 4), np.float32)
+    X[37, 2] = np.inf
+    f, l, _ = save_matrix(tmp_path, X, np.zeros(50, np.int64))
+    seen = []
+    monkeypatch.setattr(data, "FINITE_CHECK_BYTES", 10 * 4 * 4)  # 10 rows per chunk
+    real_isfinite = np.isfinite
+    monkeypatch.setattr(np, "isfinite", lambda a: seen.append(len(a)) or real_isfinite(a))
+    with pytest.raises(data.DataError, match="row 37 contains NaN or Inf"):
+        data.load_matrix(f, l)
+    assert seen == [10, 10, 10, 10]
+
+
+def test_multi_label_subsample_and_standard_split_are_random_and_seeded():
+    rng = np.random.default_rng(0)
+    Y = (rng.random((300, 4)) < 0.5).astype(np.uint8)
+    Y[Y.sum(1) == 0, 2] = 1
+    a, b = data.subsample_rows(Y, 100, seed=5), data.subsample_rows(Y, 100, seed=5)
+    assert len(a) == 100 and np.array_equal(a, b) and np.all(np.diff(a) > 0)
+    assert not np.array_equal(a, data.subsample_rows(Y, 100, seed=6))
+    s = data.make_splits(Y, "standard", 1, 0, query_per_class=5, num_train=50)[0]
+    assert len(s.query) == 20 and len(s.train) == 50 and not np.intersect1d(s.query, s.db).size
+    assert len(s.query) + len(s.db) == 300
+    with pytest.raises(data.DataError, match="query_per_class 80 x 4 classes"):
+        data.make_splits(Y, "standard", 1, 0, query_per_class=80)
+
+
+@pytest.mark.skipif(not (data.FASHION_MNIST_DIR / "t10k-labels-idx1-ubyte.gz").is_file(),
+                    reason="Debian's dataset-fashion-mnist is not installed")
+def test_fashion_mnist_pairs_side_by_side_labelled_by_their_classes():
+    base = data.load_fashion_mnist()
+    full = data.load_fashion_mnist_pairs(seed=4, n_pairs=500)
+    assert full.X.shape == (500, 1568) and full.y.shape == (500, 10) and full.classes == base.classes
+    pair = np.random.default_rng(4).integers(0, len(base.y), size=(500, 2))
+    images = full.X.reshape(500, 28, 56)
+    assert np.array_equal(images[:, :, :28].reshape(500, -1), base.X[pair[:, 0]])
+    assert np.array_equal(images[:, :, 28:].reshape(500, -1), base.X[pair[:, 1]])
+    for row, (a, b) in zip(full.y, pair):
+        assert set(np.flatnonzero(row)) == {base.y[a], base.y[b]}
+    assert 1 <= full.y.sum(1).min() and full.y.sum(1).max() == 2
+    again = data.load_fashion_mnist_pairs(seed=4, n_pairs=500)
+    assert np.array_equal(again.X, full.X) and np.array_equal(again.y, full.y)
+    sub = data.load_fashion_mnist_pairs(seed=4, n_pairs=500, subsample=60)  # = all pairs, then the same rows
+    keep = data.subsample_rows(full.y, 60, 4)
+    assert np.array_equal(sub.X, full.X[keep]) and np.array_equal(sub.y, full.y[keep])
+    assert sub.items == [full.items[i] for i in keep]
+    assert not np.array_equal(data.load_fashion_mnist_pairs(seed=5, n_pairs=500).y, full.y)

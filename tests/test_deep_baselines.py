@@ -177,3 +177,73 @@ def test_losses_finite_on_identical_embeddings(method, labels):
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
     zero = torch.zeros(2, 8)
     assert torch.isfinite(total(loss_fn(model(zero), zero, torch.tensor([0, 1]))))
+
+
+# ----------------------------------------------------------------------------- multi-label (multi-hot) labels
+
+def multi_label_blobs(n: int = 600, n_classes: int = 4, dim: int = 16, seed: int = 0):
+    """Items with one or two of `n_classes` labels; an item's embedding is the sum of its classes' centres plus
+    noise. Returns (X standardised on the training split, Y (n, C) uint8, split)."""
+    rng = np.random.default_rng(seed)
+    Y = np.zeros((n, n_classes), np.uint8)
+    Y[np.arange(n), rng.integers(0, n_classes, n)] = 1
+    second = rng.random(n) < 0.5
+    Y[np.flatnonzero(second), rng.integers(0, n_classes, second.sum())] = 1
+    X = (Y @ rng.normal(0, 3, (n_classes, dim)) + rng.normal(0, 1, (n, dim))).astype(np.float32)
+    split = data.make_splits(Y, "ref", 1, seed)[0]
+    return data.standardise(X, split.train), Y, split
+
+
+@pytest.mark.parametrize("method", list(baselines.DEEP))
+def test_each_deep_baseline_learns_on_multi_hot_labels(method):
+    """Trained on multi-hot labels (10 epochs), every method ranks items sharing a label above random codes."""
+    from evaluate import mean_average_precision
+    X, Y, split = multi_label_blobs()
+    torch.manual_seed(0)
+    model, loss_fn = baselines.build_deep(method, X.shape[1], 16, Y.shape[1], SimpleNamespace(hidden=64, seed=0))
+    Xt = torch.from_numpy(X)
+    train(model, loss_fn, Xt[split.train], torch.from_numpy(Y[split.train]), num_epochs=10, batch_size=64,
+          lr=1e-3, seed=0, desc=method)
+    q, db = encode(model, Xt[split.query]), encode(model, Xt[split.db])
+    got = mean_average_precision(q, db, Y[split.query], Y[split.db], 20)
+    rng = np.random.default_rng(1)
+    chance = mean_average_precision(rng.integers(0, 2, q.shape), rng.integers(0, 2, db.shape),
+                                    Y[split.query], Y[split.db], 20)
+    assert got > chance + 0.1, (got, chance)
+
+
+def test_shc_multi_label_similarity_from_a_sigmoid_classifier():
+    """Classes 0 and 1 always appear together, 2 and 3 never with another: only 0 and 1 come out similar; the
+    multi-hot branch (sigmoid/BCE) differs from feeding the first label to the softmax branch."""
+    rng = np.random.default_rng(0)
+    n = 400
+    Y = np.zeros((n, 4), np.uint8)
+    kind = rng.integers(0, 3, n)  # 0: classes {0, 1}; 1: {2}; 2: {3}
+    Y[kind == 0, 0] = Y[kind == 0, 1] = 1
+    Y[kind == 1, 2] = 1
+    Y[kind == 2, 3] = 1
+    X = torch.from_numpy((rng.normal(0, 3, (3, 8))[kind] + rng.normal(0, 1, (n, 8))).astype(np.float32))
+    model, _ = baselines.build_deep("shc", 8, 16, 4, ARGS)
+    sim = model.fit_class_similarity(X, torch.from_numpy(Y))
+    assert sim[0, 1] > 0.9 and sim[0, 2] < 0.5 and sim[2, 3] < 0.5 and torch.allclose(sim, sim.T)
+    model.prepare(X, torch.from_numpy(Y))
+    h = torch.zeros(2, 16, requires_grad=True)
+    target = torch.where(torch.tensor([[1.0, 1, 0, 0]]) @ model.centers >= 0, 1.0, -1.0)
+    loss = total(baselines.losses.shc_loss({"logits": h, "centers": model.centers}, X[:2],
+                                           torch.tensor([[1, 1, 0, 0]] * 2)))
+    loss.backward()
+    assert torch.equal(torch.sign(-h.grad[0]), target[0])  # pulled toward the sign of the summed centres
+
+
+@pytest.mark.parametrize("loss", ["dsh_loss", "hashnet_loss"])
+def test_pairwise_losses_read_one_hot_rows_as_integer_labels(loss):
+    """The multi-hot path of losses.pair_similarity: one-hot rows give exactly the integer-label loss, and
+    s_ij = 1 exactly when two multi-hot rows share a class (a plain per-pair reference)."""
+    torch.manual_seed(0)
+    out = {"logits": torch.randn(12, 8), "u": torch.tanh(torch.randn(12, 8))}
+    y = torch.arange(12) % 3
+    fn = lambda out, x, y: total(getattr(baselines.losses, loss)(out, x, y))
+    assert torch.allclose(fn(out, None, y), fn(out, None, torch.nn.functional.one_hot(y, 3).to(torch.uint8)))
+    Y = (torch.rand(12, 5) < 0.4).to(torch.uint8)
+    ref = [[float(any(Y[i, c] and Y[j, c] for c in range(5))) for j in range(12)] for i in range(12)]
+    assert torch.equal(baselines.losses.pair_similarity(Y), torch.tensor(ref))

@@ -151,6 +151,38 @@ def test_multi_hot_labels():
         assert abs(got - ref_map(q, db, q_multi, db_multi, topk)) < 1e-9
 
 
+def test_multi_hot_uint8_labels_on_random_codes_match_a_plain_per_query_loop():
+    """The labels main.py stores for multi-label data ((n, C) uint8, one to three classes per item) on random
+    codes: mAP@k, precision@k and recall@k against Python sets and lists, one query at a time."""
+    rng = np.random.default_rng(7)
+    n_query, n_db, n_bits, n_classes, k = 25, 300, 12, 10, 40
+    q, db = rng.integers(0, 2, (n_query, n_bits)), rng.integers(0, 2, (n_db, n_bits))
+    def labels(n):
+        Y = np.zeros((n, n_classes), np.uint8)
+        for row in Y:
+            row[rng.choice(n_classes, rng.integers(1, 4), replace=False)] = 1
+        return Y
+    ql, dl = labels(n_query), labels(n_db)
+    aps, precisions, recalls = [], [], []
+    for i in range(n_query):
+        mine = {c for c in range(n_classes) if ql[i, c]}
+        relevant = [bool(mine & {c for c in range(n_classes) if dl[j, c]}) for j in range(n_db)]
+        dist = [sum(int(a != b) for a, b in zip(q[i], db[j])) for j in range(n_db)]
+        top = sorted(range(n_db), key=lambda j: (dist[j], j))[:k]
+        hits, precision_sum = 0, 0.0
+        for rank, j in enumerate(top, 1):
+            if relevant[j]:
+                hits += 1
+                precision_sum += hits / rank
+        if hits:
+            aps.append(precision_sum / hits)
+        precisions.append(hits / k)
+        recalls.append(hits / sum(relevant))
+    m = evaluate_codes(q, db, ql, dl, k)
+    assert m["map"] == pytest.approx(np.mean(aps), abs=1e-12)
+    assert (m["precision_at_k"], m["recall_at_k"]) == pytest.approx((np.mean(precisions), np.mean(recalls)))
+
+
 def test_many_classes_and_long_codes():
     """Multi-word codes (200 bits) and multi-word multi-hot labels (100 classes)."""
     q, db, ql, dl = make_data(200, n_classes=100, seed=3)

@@ -16,7 +16,7 @@ import torch
 
 import main
 import results
-from arguments import parse_args
+from arguments import METHOD_NAMES, parse_args
 from conftest import FAST, blob_folder, popen_cli, run_cli
 
 GRID = ["--task", "gcn", "cheby", "--exp_hash_len", "8", "16", "--seed", "3", *FAST]
@@ -305,3 +305,62 @@ def test_grid_cells_one_per_method_filter_and_code_length(tmp_path):
         ("lsh", "-", 8), ("lsh", "-", 16)]
     assert {c.fold for c in cells} == {2}
     assert [c.desc for c in cells[3:5]] == ["hagcn-cheby 16 bits fold 2", "lsh 8 bits fold 2"]
+
+
+# ----------------------------------------------------------------------------- feature matrix and multi-label data
+
+SMALL = ["--task", "gcn", "--exp_hash_len", "8", "--num_epochs", "2", "--hidden", "16", "--batch_size", "16"]
+
+
+def runs_by_key(log_dir: Path) -> dict[tuple, tuple[dict, dict]]:
+    """{(method, task, hash_len, fold): (results.csv row, arrays of its codes.npz)}."""
+    out = {}
+    for row in read_csv(log_dir / "results.csv"):
+        with np.load(log_dir / "runs" / row["run_id"] / "codes.npz") as z:
+            out[row["method"], row["task"], row["hash_len"], row["fold"]] = (row, {k: z[k] for k in z.files})
+    return out
+
+
+def test_matrix_input_gives_the_codes_of_the_same_folder(tmp_path):
+    """One matrix (rows in the folder's class/file order, integer labels, names = the folder's item paths) and
+    the per-class folder it came from give the same codes, labels, items and mAP for every kind of method."""
+    root = blob_folder(tmp_path / "blobs", n_classes=3, per_class=20)
+    folder = main.load_dataset("folder", str(root))
+    np.save(tmp_path / "X.npy", folder.X)
+    np.save(tmp_path / "y.npy", folder.y.astype(np.int32))
+    (tmp_path / "names.txt").write_text("\n".join(folder.items) + "\n")
+    methods = ["--method", "hagcn", "itq", "dsh", "shc", *SMALL]
+    assert main.main([*methods, "--root_dir", str(root), "--log_dir", str(tmp_path / "a")]) == 0
+    assert main.main([*methods, "--features", str(tmp_path / "X.npy"), "--labels", str(tmp_path / "y.npy"),
+                      "--names", str(tmp_path / "names.txt"), "--log_dir", str(tmp_path / "b")]) == 0
+    a, b = runs_by_key(tmp_path / "a"), runs_by_key(tmp_path / "b")
+    assert set(a) == set(b) and len(a) == 4
+    for key in a:
+        assert a[key][0]["map"] == b[key][0]["map"], key
+        for name, arr in a[key][1].items():
+            assert np.array_equal(arr, b[key][1][name]), (key, name)
+
+
+def test_every_method_runs_end_to_end_on_multi_hot_labels(tmp_path, capsys):
+    """--method all on a multi-hot matrix: one note on the random splits, a row per method, 2-D labels in
+    codes.npz (the rows of Y at the saved indices), mAP computed with 'share a label' relevance."""
+    from evaluate import evaluate_codes
+    rng = np.random.default_rng(0)
+    Y = (rng.random((120, 4)) < 0.4).astype(np.uint8)
+    Y[Y.sum(1) == 0, 3] = 1
+    X = (Y @ rng.normal(0, 3, (4, 12)) + rng.normal(0, 1, (120, 12))).astype(np.float16)
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "Y.npy", Y)
+    assert main.main(["--features", str(tmp_path / "X.npy"), "--labels", str(tmp_path / "Y.npy"), "--method", "all",
+                      *SMALL, "--topk", "10", "--log_dir", str(tmp_path / "logs")]) == 0
+    err = capsys.readouterr().err
+    assert err.count("multi-label (4 classes") == 1 and "at random" in err
+    runs = runs_by_key(tmp_path / "logs")
+    assert sorted(k[0] for k in runs) == sorted(METHOD_NAMES)
+    for (method, *_), (row, codes) in runs.items():
+        assert np.array_equal(codes["db_labels"], Y[codes["db_index"]]) and codes["query_labels"].ndim == 2
+        q = np.unpackbits(codes["query_codes"], axis=1, count=8)
+        db = np.unpackbits(codes["db_codes"], axis=1, count=8)
+        assert float(row["map"]) == pytest.approx(evaluate_codes(q, db, codes["query_labels"], codes["db_labels"],
+                                                                 10, ties="expected")["map"], abs=1e-6), method
+        assert row["knn"] == "4"  # --knn defaults to the number of classes C

@@ -151,3 +151,19 @@ def test_cli_bad_input(tmp_path, capsys):
     assert plots.main(["--log_dir", str(tmp_path / "none")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "results.csv" in err[0]
+
+
+def test_tsne_of_a_multi_label_run_colours_by_the_first_label(tmp_path):
+    """codes.npz with (n, C) multi-hot labels: one scatter per first label present, every sampled point drawn."""
+    run = tmp_path / "runs" / "abc"
+    run.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    labels = np.zeros((60, 4), np.uint8)
+    labels[np.arange(60), np.arange(60) % 3 + 1] = 1  # first labels 1..3 (none has class 0)
+    labels[::4, 0] = 1  # some items also have class 0, which becomes their first label
+    np.savez(run / "codes.npz", db_codes=np.packbits(rng.integers(0, 2, (60, 16)), axis=1), n_bits=16,
+             db_labels=labels, classes=np.asarray(["a", "b", "c", "d"]))
+    fig = plots.fig_tsne(tmp_path, run_id="abc", n=60)
+    ax = fig.axes[0]
+    assert sum(len(c.get_offsets()) for c in ax.collections) == 60
+    assert sorted(c.get_label() for c in ax.collections) == ["a", "b", "c", "d"]

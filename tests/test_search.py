@@ -132,3 +132,34 @@ def test_bad_input(runs, tmp_path, capsys):
     for argv, needle in cases:
         rc, err = run_main(argv, capsys)
         assert rc == 2 and len(err) == 1 and needle in err[0], (argv, err)
+
+
+def test_multi_label_run_prints_every_label_and_marks_shared_ones(tmp_path, capsys):
+    """A run on a multi-hot matrix: each result's label column lists all its classes joined by '+', and exactly
+    the results sharing a class with the query are marked."""
+    import main
+    rng = np.random.default_rng(0)
+    Y = (rng.random((80, 3)) < 0.5).astype(np.uint8)
+    Y[Y.sum(1) == 0, 1] = 1
+    np.save(tmp_path / "X.npy", (Y @ rng.normal(0, 3, (3, 12)) + rng.normal(0, 1, (80, 12))).astype(np.float32))
+    np.save(tmp_path / "Y.npy", Y)
+    assert main.main(["--features", str(tmp_path / "X.npy"), "--labels", str(tmp_path / "Y.npy"), "--method", "itq",
+                      "--exp_hash_len", "8", "--log_dir", str(tmp_path / "logs")]) == 0
+    run_dir = next((tmp_path / "logs" / "runs").iterdir())
+    capsys.readouterr()
+    assert search.main(["--checkpoint", str(run_dir), "--query_index", "2", "--topk", "8"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    codes = saved(run_dir)
+    names = lambda row: "+".join(str(c) for c in np.flatnonzero(row))
+    query = codes["query_labels"][2]
+    assert f"(label {names(query)})" in out[1]
+    start = next(i for i, ln in enumerate(out) if ln.split()[:2] == ["rank", "item"]) + 1
+    rows = out[start:]
+    assert len(rows) == 8
+    db_bits = np.unpackbits(codes["db_codes"], axis=1, count=8)
+    q_bits = np.unpackbits(codes["query_codes"][2:3], axis=1, count=8)
+    order = np.argsort((db_bits != q_bits).sum(1), kind="stable")[:8]
+    for line, j in zip(rows, order):
+        parts = line.split()
+        assert parts[1] == str(codes["db_items"][j]) and parts[2] == names(codes["db_labels"][j])
+        assert line.endswith("shares a label") == bool((codes["db_labels"][j] & query).any()), line
