@@ -31,7 +31,8 @@ GRIDS = {  # name: (main.py flags, title of its table)
     "fashion_mnist_ref": (["--dataset", "fashion_mnist", "--split", "ref", "--folds", "3"],
                           "Fashion-MNIST, ref split (80/10/10), 3 folds"),
     "fashion_mnist_standard": (["--dataset", "fashion_mnist", "--split", "standard", "--folds", "1"],
-                               "Fashion-MNIST, standard split (100 queries per class, 10,000 training items), one fold"),
+                               "Fashion-MNIST, standard split (100 queries per class, 10,000 training items), "
+                               "one fold"),
     "digits": (["--dataset", "digits", "--split", "ref", "--folds", "3"], "digits (scikit-learn), ref split, 3 folds"),
 }
 COMMON = ["--method", "all", "--exp_hash_len", *BITS, "--resume"]

@@ -95,6 +95,7 @@ def project_args(seed: int) -> argparse.Namespace:
     """The CLI's defaults (head, loss, alpha, lr, ...), with this benchmark's fixed sizes."""
     args = build_parser().parse_args([])
     args.hidden, args.k, args.knn, args.batch_size, args.seed = HIDDEN, ORDER, KNN, BATCH, seed
+    args.num_epochs = 50  # the Fashion-MNIST default (parse_args resolves None by dataset)
     return args
 
 

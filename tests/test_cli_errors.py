@@ -12,7 +12,7 @@ import torch
 
 from conftest import blob_folder, run_cli, write_folder
 
-TINY = ["--task", "gcn", "--exp_hash_len", "8", "--num_epochs", "1", "--hidden", "16"]
+TINY = ["--method", "hagcn", "--task", "gcn", "--exp_hash_len", "8", "--num_epochs", "1", "--hidden", "16"]
 
 
 def folder(tmp: Path, name: str, **extra) -> Path:

@@ -19,7 +19,7 @@ import results
 from arguments import METHOD_NAMES, parse_args
 from conftest import FAST, blob_folder, popen_cli, run_cli
 
-GRID = ["--task", "gcn", "cheby", "--exp_hash_len", "8", "16", "--seed", "3", *FAST]
+GRID = ["--method", "hagcn", "--task", "gcn", "cheby", "--exp_hash_len", "8", "16", "--seed", "3", *FAST]
 REQUIRED = "dataset,method,task,k,knn,hash_len,topk,map,precision_at_k,train_seconds,seed".split(",")
 
 
@@ -196,7 +196,8 @@ def test_sigkill_then_resume_gives_the_uninterrupted_codes_and_table(tmp_path):
 
 
 def test_ctrl_c_is_a_one_line_hint_to_resume(tmp_path):
-    proc = popen_cli([*RESUME[:6], *RESUME[7:], "--log_dir", tmp_path])  # one run: 8 bits
+    # one run: 8 bits, with epochs to spare so that a loaded machine cannot finish it before the signal arrives
+    proc = popen_cli([*RESUME[:6], *RESUME[7:], "--num_epochs", "100", "--log_dir", tmp_path])
     deadline = time.monotonic() + 120
     try:
         while time.monotonic() < deadline and proc.poll() is None:
@@ -216,7 +217,7 @@ def test_ctrl_c_is_a_one_line_hint_to_resume(tmp_path):
 
 def test_folds_report_mean_and_std(tmp_path, capsys):
     root = blob_folder(tmp_path / "blobs", n_classes=3, per_class=30)
-    argv = ["--root_dir", str(root), "--folds", "3", "--task", "gcn", "--exp_hash_len", "8", "--num_epochs", "1",
+    argv = ["--root_dir", str(root), "--folds", "3", "--method", "hagcn", "--task", "gcn", "--exp_hash_len", "8", "--num_epochs", "1",
             "--hidden", "16", "--batch_size", "16", "--log_dir", str(tmp_path / "logs")]
     assert main.main(argv) == 0
     out = capsys.readouterr().out
@@ -237,8 +238,8 @@ def test_paper_repo_flags_and_config_precedence(tmp_path):
 
 
 def test_corrupt_checkpoint_on_resume_is_a_one_line_error(tmp_path, capsys):
-    argv = ["--task", "gcn", "--exp_hash_len", "8", "--num_epochs", "1", "--hidden", "16", "--subsample", "100",
-            "--log_dir", str(tmp_path)]
+    argv = ["--method", "hagcn", "--task", "gcn", "--exp_hash_len", "8", "--num_epochs", "1", "--hidden", "16",
+            "--subsample", "100", "--log_dir", str(tmp_path)]
     args = parse_args(argv)
     args.knn = 10
     run_id = results.run_id_of(main.run_settings(args, "hagcn", "gcn", 8, 0))
@@ -252,7 +253,7 @@ def test_corrupt_checkpoint_on_resume_is_a_one_line_error(tmp_path, capsys):
 
 def test_new_topk_reevaluates_the_saved_codes_without_training(tmp_path):
     """--topk (an evaluation setting) gets its own row, computed from the first run's codes: no second training."""
-    base = ["--task", "gcn", "--exp_hash_len", "8", *FAST, "--log_dir", tmp_path]
+    base = ["--method", "hagcn", "--task", "gcn", "--exp_hash_len", "8", *FAST, "--log_dir", tmp_path]
     first = run_cli([*base, "--topk", "50"])
     second = run_cli([*base, "--topk", "0"])
     assert first.returncode == 0 and second.returncode == 0, second.stderr

@@ -13,7 +13,7 @@ from conftest import run_cli
 import main  # noqa: E402
 import plots  # noqa: E402
 
-BASE = ["--hidden", "32", "--num_epochs", "2", "--batch_size", "128", "--k", "2", "--topk", "50", "--tau", "0.5"]
+BASE = ["--method", "hagcn", "--hidden", "32", "--num_epochs", "2", "--batch_size", "128", "--k", "2", "--topk", "50", "--tau", "0.5"]
 
 
 @pytest.fixture(scope="module")

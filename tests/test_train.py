@@ -78,8 +78,8 @@ def test_parameters_turning_nan_on_the_last_step_are_caught():
 
 @pytest.mark.parametrize("lr", ["nan_at_step_3", "1e30"])
 def test_main_exits_1_on_divergence_without_a_result_row(tmp_path, monkeypatch, capsys, lr):
-    argv = ["--task", "gcn", "--exp_hash_len", "8", "--num_epochs", "2", "--hidden", "32", "--subsample", "300",
-            "--batch_size", "32", "--log_dir", str(tmp_path)]
+    argv = ["--method", "hagcn", "--task", "gcn", "--exp_hash_len", "8", "--num_epochs", "2", "--hidden", "32",
+            "--subsample", "300", "--batch_size", "32", "--log_dir", str(tmp_path)]
     if lr == "1e30":
         argv += ["--lr", "1e30"]
     else:
