@@ -9,6 +9,7 @@ results/figures/<grid>/, then gathers every grid's table.md into results/tables.
     python bench/tables.py                       # every grid (Fashion-MNIST takes hours on a CPU)
     python bench/tables.py --only digits         # one grid
     python bench/tables.py --dry_run             # print the main.py commands and stop
+    python bench/tables.py --tables_only         # no training: tables from the cells already in results/
     python bench/tables.py --only digits --out /tmp/r -- --num_epochs 2 --hidden 64   # flags after -- go to main.py
 """
 from __future__ import annotations
@@ -24,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import main  # noqa: E402
 import plots  # noqa: E402
-from results import markdown_table  # noqa: E402
+from results import markdown_table, read_results, run_id_of  # noqa: E402
 
 BITS = ["16", "32", "64"]
 GRIDS = {  # name: (main.py flags, title of its table)
@@ -71,6 +72,16 @@ def section(name: str, rows: list[dict], args, log_dir: Path) -> str:
             f"<!-- bits: {' '.join(map(str, args.exp_hash_len))}; run ids: {runs} -->\n")
 
 
+def finished_rows(argv: list[str]) -> tuple[list[dict], object]:
+    """(the rows of results.csv that are cells of this grid under the current code's settings, its flags): a partial
+    grid's table, without training anything."""
+    args = main.parse_args(argv)
+    _, splits = main.load_data(args)
+    ids = {run_id_of(main.run_settings(args, c.method, c.task, c.bits, c.fold))
+           for fold in range(len(splits)) for c in main.grid_cells(args, fold)}
+    return [r for r in read_results(Path(args.log_dir) / "results.csv") if r["run_id"] in ids], args
+
+
 def write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     tmp.write_text(text)
@@ -85,6 +96,8 @@ def main_cli(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="results", help="folder of the grids' log folders, tables.md and figures/")
     p.add_argument("--only", nargs="+", choices=list(GRIDS), default=None, help="run only these grids")
     p.add_argument("--dry_run", action="store_true", help="print the main.py command of each grid and stop")
+    p.add_argument("--tables_only", action="store_true",
+                   help="train nothing: write the tables of the cells already in results/ (partial grids included)")
     a = p.parse_args(own)
     out = Path(a.out)
     names = a.only or list(GRIDS)
@@ -93,6 +106,11 @@ def main_cli(argv: list[str] | None = None) -> int:
             print("python main.py " + " ".join(grid_argv(name, out, extra)))
         return 0
     for name in names:
+        if a.tables_only:
+            rows, args = finished_rows(grid_argv(name, out, extra))
+            if rows:
+                write_atomic(out / name / "table.md", section(name, rows, args, out / name))
+            continue
         print(f"== grid {name} ==", file=sys.stderr, flush=True)
         status, rows, args = main.run(grid_argv(name, out, extra))
         if status != 0:

@@ -84,6 +84,15 @@ def test_second_call_resumes_and_dry_run_only_prints(out, capsys):
     assert not (out / "dry").exists()
 
 
+def test_tables_only_rewrites_the_same_table_without_training(out, capsys):
+    table_md = out / "digits" / "table.md"
+    before, rows = table_md.read_text(), read_results(out / "digits" / "results.csv")
+    table_md.unlink()
+    assert tables.main_cli(["--tables_only", "--only", "digits", "--out", str(out), "--", *TINY]) == 0
+    assert table_md.read_text() == before and read_results(out / "digits" / "results.csv") == rows
+    assert "== grid" not in capsys.readouterr().err
+
+
 def regenerated_tables(results_dir: Path):
     """(table.md text, the table regenerated from its results.csv and run ids) of every grid in results_dir."""
     for table_md in sorted(results_dir.glob("*/table.md")):
