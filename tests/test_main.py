@@ -129,15 +129,17 @@ def test_rerun_skips_finished_runs(grid_runs):
 def test_global_graph_is_built_once_per_fold_and_shared_through_its_cache(tmp_path):
     """The first grid builds the fold's global graph; a second grid with another filter and code length loads it
     from log_dir/graphs instead of building it again; the identity ablation trains beside the filters."""
-    first = run_cli(["--task", "identity", "gcn", "--exp_hash_len", "8", "16", *FAST, "--log_dir", tmp_path])
+    first = run_cli(["--method", "hagcn", "--task", "identity", "gcn", "--exp_hash_len", "8", "16", *FAST,
+                     "--log_dir", tmp_path])
     assert first.returncode == 0, first.stderr
     assert first.stderr.count("global graph of") == 1
     assert len(list((tmp_path / "graphs").glob("graph-*.npz"))) == 1
     assert set(table_of(first.stdout)[1]) == {"hagcn-identity", "hagcn-gcn"}
-    second = run_cli(["--task", "cheby", "--exp_hash_len", "12", *FAST, "--log_dir", tmp_path])
+    second = run_cli(["--method", "hagcn", "--task", "cheby", "--exp_hash_len", "12", *FAST, "--log_dir", tmp_path])
     assert second.returncode == 0, second.stderr
     assert "global graph of" not in second.stderr
-    fresh = run_cli(["--task", "cheby", "--exp_hash_len", "12", *FAST, "--log_dir", tmp_path / "fresh"])
+    fresh = run_cli(["--method", "hagcn", "--task", "cheby", "--exp_hash_len", "12", *FAST,
+                     "--log_dir", tmp_path / "fresh"])
     assert fresh.returncode == 0 and fresh.stderr.count("global graph of") == 1
     assert fresh.stdout == second.stdout                 # a cached graph trains the same codes as a new one
 
@@ -274,7 +276,7 @@ def test_new_topk_reevaluates_the_saved_codes_without_training(tmp_path):
 def test_new_ties_reevaluates_the_saved_codes_without_training(tmp_path):
     """--ties (an evaluation setting) gets its own row from the first run's codes; the table shows the chosen mAP
     and every row records both."""
-    base = ["--task", "gcn", "--exp_hash_len", "8", *FAST, "--log_dir", tmp_path]
+    base = ["--method", "hagcn", "--task", "gcn", "--exp_hash_len", "8", *FAST, "--log_dir", tmp_path]
     first = run_cli([*base, "--ties", "index"])
     second = run_cli(base)  # default: expected
     assert first.returncode == 0 and second.returncode == 0, second.stderr
