@@ -171,13 +171,13 @@ def plain_steps(X, idx_batches, device):
     return time.perf_counter() - t
 
 
-def step_gflop(model, loss_fn, X, y) -> float:
+def step_gflop(model, loss_fn, X, y, coords=None) -> float:
     """GFLOP of one forward + backward (torch.utils.flop_counter: matmuls, convolutions; the elementwise work and
-    Adam's ~10 FLOP per parameter are left out)."""
+    Adam's ~10 FLOP per parameter are left out); `coords`: the rows' diffusion coordinates, for HAGCN."""
     from torch.utils.flop_counter import FlopCounterMode
     xb, yb = X[:BATCH], y[:BATCH]
     with FlopCounterMode(display=False) as counter:
-        loss = loss_fn(model(xb), xb, yb)
+        loss = loss_fn(model(xb) if coords is None else model(xb, coords=coords[:BATCH]), xb, yb)
         total(loss).backward()
     model.zero_grad(set_to_none=True)
     return counter.get_total_flops() / 1e9
@@ -630,7 +630,8 @@ def main(argv=None) -> int:
     ratio, h_ms, p_ms = bench_vs_plain(X, y, n_classes, args, device, a.ratio_steps, a.ratio_rounds, log)
     model, loss_fn = build("gcn", X.shape[1], n_classes, args)
     model.to(device).set_epoch(0, args.num_epochs)
-    gflop, plain_gflop = step_gflop(model, loss_fn, X, y), step_gflop(PlainNet(X.shape[1]).to(device),
+    coords = global_graph(X.cpu().numpy(), args, GRAPH_CACHE).coords.to(device)
+    gflop, plain_gflop = step_gflop(model, loss_fn, X, y, coords), step_gflop(PlainNet(X.shape[1]).to(device),
                                                                      lambda o, x, _: plain_loss(o, x), X, y)
     peak, peak_bf16 = peak_gflops(device), peak_gflops(device, torch.bfloat16)
     log(f"step time ratio train.train / plain loop: {ratio:.2f} (median of rounds; target <= 0.7: "
