@@ -152,6 +152,8 @@ def case_argv(tmp: Path, name: str) -> tuple[list[str], list[str], int]:
         return ["--exp_hash_len", "0"], ["--exp_hash_len 0"], 2
     if name == "hash_len_100000":
         return ["--exp_hash_len", "16", "100000"], ["--exp_hash_len 100000"], 2
+    if name == "bits_above_pca_dims":  # digits is 64-d: ITQ has no 128th principal component
+        return ["--method", "itq", "--exp_hash_len", "16", "128"], ["--exp_hash_len 128", "itq", "64-d"], 2
     if name == "batch_size_1":
         return ["--batch_size", "1"], ["--batch_size 1"], 2
     if name == "knn_ge_batch":
@@ -192,7 +194,8 @@ def case_argv(tmp: Path, name: str) -> tuple[list[str], list[str], int]:
 
 CASES = ["root_missing", "root_empty", "root_no_class_folders", "empty_class_folder", "corrupt_npy", "truncated_npy",
          "different_lengths", "nan_values", "inf_values", "not_1_by_d", "num_cls_disagrees", "too_few_items",
-         "too_few_for_split", "folds_exceed_items", "hash_len_0", "hash_len_100000", "batch_size_1", "knn_ge_batch",
+         "too_few_for_split", "folds_exceed_items", "hash_len_0", "hash_len_100000", "bits_above_pca_dims",
+         "batch_size_1", "knn_ge_batch",
          "k_0", "batch_group_0", "neighbour_pool_0", "unknown_task", "unknown_method", "cuda_without_cuda",
          "config_missing", "config_invalid_yaml", "config_bad_value", "log_dir_under_file", "log_dir_under_proc",
          "single_class", "non_npy_ignored",
