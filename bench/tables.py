@@ -10,6 +10,7 @@ results/figures/<grid>/, then gathers every grid's table.md into results/tables.
     python bench/tables.py --only digits         # one grid
     python bench/tables.py --dry_run             # print the main.py commands and stop
     python bench/tables.py --tables_only         # no training: tables from the cells already in results/
+    python bench/tables.py --tables_only --readme README.md   # and put them into the README's table blocks
     python bench/tables.py --only digits --out /tmp/r -- --num_epochs 2 --hidden 64   # flags after -- go to main.py
 """
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -99,6 +101,21 @@ def write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+README_BLOCK = re.compile(r"<!-- table: (\w+) -->\n.*?<!-- /table: \1 -->", re.S)
+
+
+def readme_with_tables(readme: str, out: Path) -> str:
+    """The README text with each `<!-- table: GRID -->` ... `<!-- /table: GRID -->` block replaced by
+    out/GRID/table.md without its title line, so that every results table in the README is generated."""
+    def block(m: re.Match) -> str:
+        table_md = out / m.group(1) / "table.md"
+        if not table_md.is_file():
+            raise FileNotFoundError(f"the README's table block {m.group(1)!r} has no {table_md}")
+        body = table_md.read_text().split("\n", 2)[2].strip()
+        return f"<!-- table: {m.group(1)} -->\n{body}\n<!-- /table: {m.group(1)} -->"
+    return README_BLOCK.sub(block, readme)
+
+
 def main_cli(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     extra = argv[argv.index("--") + 1:] if "--" in argv else []
@@ -109,6 +126,8 @@ def main_cli(argv: list[str] | None = None) -> int:
     p.add_argument("--dry_run", action="store_true", help="print the main.py command of each grid and stop")
     p.add_argument("--tables_only", action="store_true",
                    help="train nothing: write the tables of the cells already in results/ (partial grids included)")
+    p.add_argument("--readme", default=None,
+                   help="after the tables, replace this README's <!-- table: GRID --> blocks with them")
     a = p.parse_args(own)
     out = Path(a.out)
     names = a.only or list(GRIDS)
@@ -137,6 +156,14 @@ def main_cli(argv: list[str] | None = None) -> int:
             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}); figures in `{out}/figures/`.\n\n")
     write_atomic(out / "tables.md", head + "\n".join(sections))
     print(f"wrote {out / 'tables.md'}", file=sys.stderr)
+    if a.readme:
+        readme = Path(a.readme)
+        try:
+            write_atomic(readme, readme_with_tables(readme.read_text(), out))
+        except OSError as e:
+            print(f"error: --readme {readme}: {e.strerror or e}", file=sys.stderr)
+            return 2
+        print(f"wrote the tables into {readme}", file=sys.stderr)
     return 0
 
 

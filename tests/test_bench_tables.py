@@ -117,3 +117,29 @@ def test_committed_results_tables_match_their_results_csv():
         pytest.skip("no results/<grid>/table.md committed yet")
     for text, table in found:
         assert table in text
+
+
+def test_readme_blocks_are_replaced_by_their_table_md(out, tmp_path):
+    body = (out / "digits" / "table.md").read_text().split("\n", 2)[2].strip()
+    readme = "# T\n\nbefore\n<!-- table: digits -->\n| stale | 0.1 |\n<!-- /table: digits -->\nafter\n"
+    filled = tables.readme_with_tables(readme, out)
+    assert filled == f"# T\n\nbefore\n<!-- table: digits -->\n{body}\n<!-- /table: digits -->\nafter\n"
+    assert "stale" not in filled and tables.readme_with_tables(filled, out) == filled
+    with pytest.raises(FileNotFoundError, match="nosuchgrid"):
+        tables.readme_with_tables("<!-- table: nosuchgrid -->\nx\n<!-- /table: nosuchgrid -->", out)
+    path = tmp_path / "README.md"
+    path.write_text(readme)
+    assert tables.main_cli(["--tables_only", "--only", "digits", "--out", str(out), "--readme", str(path), "--",
+                            *TINY]) == 0
+    assert path.read_text() == filled
+
+
+def test_readme_results_tables_are_the_committed_ones():
+    """Every results table of the README sits in a generated block and equals results/<grid>/table.md."""
+    readme = (REPO / "README.md").read_text()
+    blocks = tables.README_BLOCK.findall(readme)
+    assert "fashion_mnist_ref" in blocks
+    assert tables.readme_with_tables(readme, REPO / "results") == readme
+    outside = tables.README_BLOCK.sub("", readme)
+    assert not re.search(r"^\| method \| labels \|", outside, re.M), "a results table outside a generated block"
+    assert "mAP@200 on " not in outside, "a printed main.py table pasted into the README"
