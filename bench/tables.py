@@ -77,8 +77,15 @@ def commits_of(rows: list[dict], log_dir: Path) -> str:
     return ", ".join(f"{c} ({n} runs)" for c, n in counts.items())
 
 
+def in_grid_order(rows: list[dict], args) -> list[dict]:
+    """The rows in the order the grid runs them: --method order, HAGCN's filters in --task order."""
+    return sorted(rows, key=lambda r: (args.method.index(r["method"]),
+                                       args.task.index(r["task"]) if r["method"] == "hagcn" else 0))
+
+
 def section(name: str, rows: list[dict], args, log_dir: Path) -> str:
     """One grid's Markdown section: its table and where its rows live."""
+    rows = in_grid_order(rows, args)
     table = markdown_table(rows, args.exp_hash_len, commit=commits_of(rows, log_dir))
     runs = " ".join(r["run_id"] for r in rows)
     return (f"## {GRIDS[name][1]}\n\n{main.table_title(args)}; rows: `{log_dir}/results.csv`.\n\n{table}\n"
