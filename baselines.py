@@ -173,6 +173,7 @@ class AGH:
 
 
 CLOSED_FORM = {"lsh": LSH, "pcah": PCAH, "itq": ITQ, "sh": SH, "agh": AGH}
+ONE_BIT_PER_COMPONENT = {"pcah", "itq"}  # at most d bits for d-dimensional features (see _pca)
 
 
 def fit_encode(name: str, X_train: np.ndarray, X_query: np.ndarray, X_db: np.ndarray, n_bits: int,

@@ -217,7 +217,7 @@ def load_data(args) -> tuple[Dataset, list[Split]]:
         raise DataError(f"{flag} {source}: has {n_classes} class; mAP needs at least two classes")
     if args.num_cls is not None and args.num_cls != n_classes:
         raise DataError(f"--num_cls {args.num_cls}: {source} has {n_classes} classes")
-    pca_based = [m for m in args.method if m in ("pcah", "itq")]
+    pca_based = [m for m in args.method if m in baselines.ONE_BIT_PER_COMPONENT]
     if pca_based and max(args.exp_hash_len) > data.X.shape[1]:
         raise DataError(f"--exp_hash_len {max(args.exp_hash_len)}: {pca_based[0]} takes one bit per principal "
                         f"component, and {source} has {data.X.shape[1]}-d features")
