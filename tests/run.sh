@@ -5,5 +5,5 @@ cd "$(dirname "$0")/.."
 if [ ! -f /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist
 fi
-pip install -q -r requirements.txt -r requirements-embed.txt pytest
+pip install -q -r requirements.txt -r requirements-embed.txt pytest tensorboard  # tensorboard: --tensorboard is optional, its test is not
 python -m pytest tests -q
