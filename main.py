@@ -319,7 +319,7 @@ def table_title(args) -> str:
 
 
 def note(message: str) -> None:
-    """A progress line on stderr, from rank 0 only under torchrun."""
+    """A line on stderr (progress, or an error that every rank meets alike), from rank 0 only under torchrun."""
     if is_writer():
         print(message, file=sys.stderr)
 
@@ -334,14 +334,13 @@ def run(argv: list[str] | None = None) -> tuple[int, list[dict], object]:
             args.device = distributed.join(args.device)
         rows = run_grid(args)
     except (ArgError, DataError, CheckpointError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        note(f"error: {e}")  # every rank of a torchrun launch meets the same bad input: one line, from rank 0
         return 2, [], args
     except TrainingDiverged as e:
         print(f"error: {e}; no result row was written", file=sys.stderr)
         return 1, [], args
     except KeyboardInterrupt:
-        print("interrupted: finished runs are in results.csv; add --resume to continue from the last checkpoint",
-              file=sys.stderr)
+        note("interrupted: finished runs are in results.csv; add --resume to continue from the last checkpoint")
         return 130, [], args
     finally:
         distributed.leave()

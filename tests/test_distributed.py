@@ -124,10 +124,16 @@ def test_an_interrupted_two_process_run_resumes_to_the_uninterrupted_codes(runs,
 
 @pytest.mark.parametrize("flags", [["--batch_size", "120"], ["--batch_size", "2", "--batch_group", "1"]])
 def test_a_global_batch_without_equal_whole_groups_per_process_is_one_line(flags, tmp_path, monkeypatch, capsys):
+    """Checked with the flags, before any process group or file: rank 0 prints one line, rank 1 nothing, both
+    exit with status 2."""
     monkeypatch.setenv("WORLD_SIZE", "2")
-    monkeypatch.setenv("RANK", "0")
-    code, rows, _ = main.run([*flags, "--knn", "1", "--log_dir", str(tmp_path / "logs")])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and rows == [] and len(err) == 1
-    assert err[0].startswith(f"error: --batch_size {flags[1]}: ") and "2 processes" in err[0]
+    outputs = {}
+    for rank in ("0", "1"):
+        monkeypatch.setenv("RANK", rank)
+        code, rows, _ = main.run([*flags, "--knn", "1", "--log_dir", str(tmp_path / "logs")])
+        assert code == 2 and rows == []
+        outputs[rank] = capsys.readouterr()
+    (line,) = outputs["0"].err.strip().splitlines()
+    assert line.startswith(f"error: --batch_size {flags[1]}: ") and "2 processes" in line
+    assert outputs["1"].err == outputs["0"].out == outputs["1"].out == ""
     assert not (tmp_path / "logs").exists()
