@@ -5,7 +5,7 @@ encoding and the start-up are outside them; the wall and CPU seconds of the whol
 them, with the load average, since this machine is shared.
 
     python bench/distributed.py                                  # Fashion-MNIST, 10,000-item subsample
-    python bench/distributed.py --dataset digits --subsample 1797 --nproc 1 2
+    python bench/distributed.py --dataset digits --subsample 0 --num_epochs 10      # all 1,797 digits
 """
 from __future__ import annotations
 
@@ -52,15 +52,16 @@ def run(nproc: int, flags: list[str], log_dir: Path) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dataset", default="fashion_mnist")
-    p.add_argument("--subsample", type=int, default=10000)
+    p.add_argument("--subsample", type=int, default=10000, help="items (0: all)")
     p.add_argument("--num_epochs", type=int, default=4)
     p.add_argument("--batch_size", type=int, default=128)
     p.add_argument("--nproc", type=int, nargs="+", default=[1, 2])
     p.add_argument("--log_dir", type=Path, default=REPO / "logs" / "bench_distributed")
     a = p.parse_args()
-    flags = ["--dataset", a.dataset, "--subsample", str(a.subsample), "--method", "hagcn", "--task", "gcn",
-             "--exp_hash_len", "32", "--num_epochs", str(a.num_epochs), "--batch_size", str(a.batch_size)]
-    print(f"{a.dataset}, {a.subsample} items, HAGCN-gcn 32 bits, global batch {a.batch_size}, {a.num_epochs} epochs, "
+    flags = ["--dataset", a.dataset, "--method", "hagcn", "--task", "gcn", "--exp_hash_len", "32",
+             "--num_epochs", str(a.num_epochs), "--batch_size", str(a.batch_size)]
+    flags += ["--subsample", str(a.subsample)] if a.subsample else []
+    print(f"{a.dataset}, {a.subsample or 'all'} items, HAGCN-gcn 32 bits, global batch {a.batch_size}, {a.num_epochs} epochs, "
           f"one thread per process, {os.cpu_count()} cores")
     print(f"{'processes':>9} {'s/epoch':>8} {'speed-up':>8} {'wall s':>7} {'CPU s':>7} {'mAP':>7} {'load':>5}")
     base = None
