@@ -1,7 +1,8 @@
 """distributed.py with main.py under torchrun, as a user launches it: two CPU processes (gloo) on digits print one
-table and write one results.csv row whose mAP is near the single process's with the same global batch and seed;
-an interrupted two-process run resumes on both ranks to the uninterrupted codes; a global batch that cannot be
-shared in whole groups is a one-line error."""
+table and write one results.csv row whose mAP is near the single process's with the same global batch and seed,
+and their codes are those of one process minimising the mean of the two shares' losses; an interrupted
+two-process run resumes on both ranks to the uninterrupted codes; a global batch that cannot be shared in whole
+groups is a one-line error."""
 from __future__ import annotations
 
 import subprocess
