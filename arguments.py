@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import math
 import os
 import sys
 import tempfile
@@ -13,6 +14,9 @@ from pathlib import Path
 
 import torch
 import yaml
+
+import distributed
+from results import is_writer
 
 FILTER_NAMES = ["gcn", "fourier", "spline", "cheby", "lanczos", "identity"]
 METHOD_NAMES = ["hagcn", "lsh", "pcah", "itq", "sh", "agh", "bihalf", "dsh", "hashnet", "shc"]
@@ -216,13 +220,27 @@ def check_args(args: argparse.Namespace) -> None:
     need(args.query_per_class >= 1 and args.num_train >= 1, "--query_per_class/--num_train: must be positive")
     need(args.dataset != "folder" or bool(args.root_dir), "--dataset folder: needs --root_dir PATH")
     check_matrix_args(args)
+    check_batch_shares(args)
     if args.device.startswith("cuda"):
         need(torch.cuda.is_available(), f"--device {args.device}: CUDA is not available on this machine (use --device cpu)")
     else:
         need(args.device == "cpu", f"--device {args.device}: unknown (use cpu or cuda)")
     need(not args.tensorboard or importlib.util.find_spec("tensorboard") is not None,
          "--tensorboard: the tensorboard package is not installed (pip install tensorboard)")
-    check_log_dir(Path(args.log_dir))
+    if is_writer():  # one probe: the ranks of a torchrun launch would remove each other's new folders
+        check_log_dir(Path(args.log_dir))
+
+
+def check_batch_shares(args: argparse.Namespace) -> None:
+    """Under torchrun --batch_size is the global batch: it must split into the same number of whole --batch_group
+    groups per process, at least two rows each (the batch graph needs neighbours)."""
+    world = distributed.world_size()
+    group = min(args.batch_group, args.batch_size)
+    groups = args.batch_size // group
+    if world > 1 and (groups % world or groups // world * group < 2):
+        raise ArgError(f"--batch_size {args.batch_size}: a global batch of {groups} group(s) of --batch_group "
+                       f"{group} cannot be shared by {world} processes in equal whole groups of at least 2 rows; "
+                       f"use a multiple of {group * world}, at least {math.ceil(2 / group) * group * world}")
 
 
 def check_matrix_args(args: argparse.Namespace) -> None:

@@ -22,13 +22,14 @@ import numpy as np
 import torch
 
 import baselines
+import distributed
 from arguments import ArgError, parse_args
 from data import DataError, Dataset, Split, load_dataset, make_splits, standardise
 from evaluate import evaluate_codes
 from graph import diffusion_map, knn_graph
 from losses import hagcn_loss
 from model import HAGCN
-from results import ResultsLog, format_table, run_id_of, train_id_of
+from results import ResultsLog, format_table, is_writer, run_id_of, train_id_of
 from train import CheckpointError, TrainingDiverged, atomic_save, encode, train
 
 REPO = Path(__file__).resolve().parent
@@ -46,22 +47,25 @@ def run_settings(args, method: str, task: str, bits: int, fold: int) -> dict:
     if args.dataset == "matrix":  # only then, so that the run ids of the other datasets stay as they were
         settings.update(features=args.features, labels=args.labels)
     settings.update(method=method, task=task, hash_len=bits, fold=fold)
+    if distributed.world_size() > 1:  # only then, so that single-process run ids stay; each rank's batch graph differs
+        settings.update(processes=distributed.world_size())
     return settings
 
 
 def reuse_trained(source: Path, run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     """Codes of an earlier run with the same training settings; its checkpoint is linked (or copied) into run_dir
-    so that every run folder is complete on its own."""
+    so that every run folder is complete on its own (by rank 0; every rank reads the codes)."""
     with np.load(source / "codes.npz", allow_pickle=False) as z:
         n_bits = int(z["n_bits"])
         q_bits = np.unpackbits(z["query_codes"], axis=1, count=n_bits)
         db_bits = np.unpackbits(z["db_codes"], axis=1, count=n_bits)
-    target = run_dir / "checkpoint.pt"
-    target.unlink(missing_ok=True)
-    try:
-        os.link(source / "checkpoint.pt", target)
-    except OSError:
-        shutil.copyfile(source / "checkpoint.pt", target)
+    if is_writer():
+        target = run_dir / "checkpoint.pt"
+        target.unlink(missing_ok=True)
+        try:
+            os.link(source / "checkpoint.pt", target)
+        except OSError:
+            shutil.copyfile(source / "checkpoint.pt", target)
     return q_bits, db_bits
 
 
@@ -93,32 +97,41 @@ class GlobalGraph:
 def global_graph(X_train: np.ndarray, args, cache_dir: Path | None = None) -> GlobalGraph:
     """Each training row's graph_width(args) nearest training rows (cosine, faiss: graph.knn_graph) and the diffusion
     map of the --knn graph (graph.diffusion_map). Kept in `cache_dir` under a hash of the rows and the settings, so
-    every filter, code length and later run of a fold shares one build."""
+    every filter, code length and later run of a fold shares one build; under torchrun rank 0 builds it and the
+    other ranks read the cache."""
     k = min(graph_width(args), len(X_train) - 1)
     if k < 1:
         return GlobalGraph(None, None)
     dims = (args.diffusion_dims, args.diffusion_t, args.knn) if uses_diffusion(args) else None
-    path = None
-    if cache_dir is not None:
-        rows = hashlib.sha1(np.ascontiguousarray(X_train).view(np.uint8)).hexdigest()
-        path = cache_dir / f"graph-{hashlib.sha1(f'{rows} {k} {dims}'.encode()).hexdigest()[:16]}.npz"
-        if path.is_file():
-            with np.load(path) as z:
-                return GlobalGraph(torch.from_numpy(z["neighbours"]),
-                                   torch.from_numpy(z["coords"]) if "coords" in z else None)
-    t0 = time.perf_counter()
-    neighbours = knn_graph(X_train, k)
-    saved = {"neighbours": neighbours}
-    if dims is not None:
-        saved["coords"] = diffusion_map(neighbours[:, :min(args.knn, k)], args.diffusion_dims, args.diffusion_t)
-    print(f"global graph of {len(X_train)} training rows ({k}-NN{', diffusion map' if dims else ''}): "
-          f"{time.perf_counter() - t0:.1f} s", file=sys.stderr)
-    if path is not None:
+    if cache_dir is None:
+        return as_global_graph(graph_arrays(X_train, k, dims, args))
+    rows = hashlib.sha1(np.ascontiguousarray(X_train).view(np.uint8)).hexdigest()
+    path = cache_dir / f"graph-{hashlib.sha1(f'{rows} {k} {dims}'.encode()).hexdigest()[:16]}.npz"
+    if is_writer() and not path.is_file():
         cache_dir.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.npz")
-        np.savez(tmp, **saved)
+        np.savez(tmp, **graph_arrays(X_train, k, dims, args))
         os.replace(tmp, path)
-    return GlobalGraph(torch.from_numpy(neighbours), torch.from_numpy(saved["coords"]) if dims else None)
+    distributed.barrier()  # the other ranks wait for rank 0's cache
+    with np.load(path) as z:
+        return as_global_graph(z)
+
+
+def graph_arrays(X_train: np.ndarray, k: int, dims: tuple | None, args) -> dict[str, np.ndarray]:
+    """The arrays global_graph caches: 'neighbours' and, when `dims` is given, 'coords'."""
+    t0 = time.perf_counter()
+    arrays = {"neighbours": knn_graph(X_train, k)}
+    if dims is not None:
+        arrays["coords"] = diffusion_map(arrays["neighbours"][:, :min(args.knn, k)], args.diffusion_dims,
+                                         args.diffusion_t)
+    print(f"global graph of {len(X_train)} training rows ({k}-NN{', diffusion map' if dims else ''}): "
+          f"{time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    return arrays
+
+
+def as_global_graph(arrays) -> GlobalGraph:
+    return GlobalGraph(torch.from_numpy(arrays["neighbours"]),
+                       torch.from_numpy(arrays["coords"]) if "coords" in arrays else None)
 
 
 def fit_and_encode(method: str, task: str, bits: int, X: np.ndarray, y: np.ndarray, split: Split,
@@ -130,7 +143,8 @@ def fit_and_encode(method: str, task: str, bits: int, X: np.ndarray, y: np.ndarr
         t0 = time.perf_counter()
         coder = baselines.CLOSED_FORM[method]().fit(X[split.train], bits, args.seed)
         seconds = time.perf_counter() - t0
-        atomic_save({"method": method, "state": vars(coder)}, run_dir / "checkpoint.pt")
+        if is_writer():
+            atomic_save({"method": method, "state": vars(coder)}, run_dir / "checkpoint.pt")
         return coder.encode(X[split.query]), coder.encode(X[split.db]), seconds
     torch.manual_seed(args.seed)
     if method == "hagcn":
@@ -237,6 +251,7 @@ def grid_cells(args, fold: int) -> list[Cell]:
 
 
 def result_row(cell: Cell, args, data: Dataset, metrics: dict, seconds: float, run_id: str) -> dict:
+    processes = {"processes": distributed.world_size()} if distributed.world_size() > 1 else {}
     return {"dataset": data.name, "method": cell.method, "task": cell.task, "k": args.k, "knn": args.knn,
             "tau": args.tau, "hash_len": cell.bits, "topk": args.topk, "ties": args.ties,
             "map": f"{metrics['map']:.6f}", "map_index": f"{metrics['map_index']:.6f}",
@@ -248,7 +263,7 @@ def result_row(cell: Cell, args, data: Dataset, metrics: dict, seconds: float, r
             "lr": args.lr, "precision": args.precision,
             "hash_head": args.hash_head, "loss_form": args.loss_form, "sim_target": args.sim_target,
             "lambda_": args.lambda_, "supervised": cell.method in baselines.SUPERVISED, "metric": args.metric,
-            "run_id": run_id, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            **processes, "run_id": run_id, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
 
 def run_cell(cell: Cell, fold: Fold, data: Dataset, args, log: ResultsLog, env: dict) -> dict:
@@ -258,13 +273,13 @@ def run_cell(cell: Cell, fold: Fold, data: Dataset, args, log: ResultsLog, env: 
     run_id, train_id = run_id_of(settings), train_id_of(settings)
     row = log.finished(run_id, args.force)
     if row is not None:
-        print(f"skip {cell.desc}: already in {log.csv} (run {run_id}; --force to redo)", file=sys.stderr)
+        note(f"skip {cell.desc}: already in {log.csv} (run {run_id}; --force to redo)")
         return row
     run_dir = log.dir / "runs" / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     source = log.trained_in(train_id, args.force)
     if source is not None:
-        print(f"{cell.desc}: evaluating the codes of run {source.name} (same training settings)", file=sys.stderr)
+        note(f"{cell.desc}: evaluating the codes of run {source.name} (same training settings)")
         q_bits, db_bits = reuse_trained(source, run_dir)
         seconds = float(log.done[source.name]["train_seconds"])
     else:
@@ -277,7 +292,7 @@ def run_cell(cell: Cell, fold: Fold, data: Dataset, args, log: ResultsLog, env: 
     record = {"settings": settings, "args": vars(args), "environment": env, "trained_in": (source or run_dir).name,
               "metrics": {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in metrics.items()}}
     log.add(row, train_id, run_dir, record, partial(save_codes, run_dir / "codes.npz", data, split, q_bits, db_bits))
-    print(f"{cell.desc}: mAP@{args.topk or 'all'} {metrics['map']:.4f} ({seconds:.1f} s)", file=sys.stderr)
+    note(f"{cell.desc}: mAP@{args.topk or 'all'} {metrics['map']:.4f} ({seconds:.1f} s)")
     return row
 
 
@@ -288,6 +303,7 @@ def run_grid(args) -> list[dict]:
     log_dir.mkdir(parents=True, exist_ok=True)  # only now that the data and splits are known to be good
     env = environment()
     log = ResultsLog(log_dir, {"args": vars(args), "environment": env})
+    distributed.barrier()  # every rank has read results.csv before rank 0 adds to it
     rows = []
     for index, split in enumerate(splits):
         X = standardise(data.X, split.train)
@@ -302,23 +318,34 @@ def table_title(args) -> str:
             f"{args.num_epochs} epochs, seed {args.seed}, ties: {args.ties})")
 
 
+def note(message: str) -> None:
+    """A line on stderr (progress, or an error that every rank meets alike), from rank 0 only under torchrun."""
+    if is_writer():
+        print(message, file=sys.stderr)
+
+
 def run(argv: list[str] | None = None) -> tuple[int, list[dict], object]:
-    """main.py's job: (exit status, the grid's results.csv rows, the parsed flags); prints the table."""
+    """main.py's job: (exit status, the grid's results.csv rows, the parsed flags); prints the table. Started by
+    torchrun, the process joins the group first (distributed.join) and rank 0 alone prints and writes."""
     args = None
     try:
         args = parse_args(argv)
+        if distributed.launched():
+            args.device = distributed.join(args.device)
         rows = run_grid(args)
     except (ArgError, DataError, CheckpointError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        note(f"error: {e}")  # every rank of a torchrun launch meets the same bad input: one line, from rank 0
         return 2, [], args
     except TrainingDiverged as e:
         print(f"error: {e}; no result row was written", file=sys.stderr)
         return 1, [], args
     except KeyboardInterrupt:
-        print("interrupted: finished runs are in results.csv; add --resume to continue from the last checkpoint",
-              file=sys.stderr)
+        note("interrupted: finished runs are in results.csv; add --resume to continue from the last checkpoint")
         return 130, [], args
-    print(format_table(rows, args.exp_hash_len, table_title(args)))
+    finally:
+        distributed.leave()
+    if is_writer():
+        print(format_table(rows, args.exp_hash_len, table_title(args)))
     return 0, rows, args
 
 

@@ -15,6 +15,8 @@ from typing import Callable
 
 import numpy as np
 
+import distributed
+
 CSV_COLUMNS = ["dataset", "method", "task", "k", "knn", "tau", "hash_len", "topk", "ties", "map", "map_index",
                "map_expected", "precision_at_k", "recall_at_k", "precision_r2", "train_seconds", "seed", "fold",
                "split", "num_epochs", "batch_size", "batch_group", "graph_edges", "lr", "precision", "hash_head",
@@ -25,7 +27,7 @@ EVAL_KEYS = {"topk", "metric", "ties"}  # change only the evaluation: a run diff
 def is_writer() -> bool:
     """Whether this process writes the log folder (results.csv, run folders, checkpoints, epochs.csv). A single
     process always does; a multi-process launch (torchrun) answers True on rank 0 only, here and nowhere else."""
-    return True
+    return distributed.rank() == 0
 
 
 # ----------------------------------------------------------------------------- run identity

@@ -15,9 +15,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+import distributed
 from graph import batch_adjacency
 from losses import total
 from model import HashModel
+from results import is_writer
 
 LossFn = Callable[[dict, torch.Tensor, torch.Tensor], dict[str, torch.Tensor] | torch.Tensor]
 
@@ -74,6 +76,17 @@ def epoch_batches(n: int, batch_size: int, gen: torch.Generator, neighbours: tor
     pick = torch.randint(neighbours.shape[1], (len(anchors), group - 1), generator=gen)
     rows = torch.cat([anchors[:, None], neighbours[anchors[:, None], pick]], dim=1)
     return rows.reshape(-1).to(device).split(per_batch * group)
+
+
+def rank_share(batch: torch.Tensor, group: int, rank: int, world: int) -> torch.Tensor:
+    """Rank `rank`'s rows of a global batch out of `world`: a contiguous run of its whole groups of `group` rows
+    (neighbourhood batches; 1 for shuffled ones), the same number for every rank. A short last batch (shuffled
+    batches only) is first padded with its own rows, cyclically, as DistributedSampler pads an epoch: equal shares
+    make the ranks' averaged gradient the gradient of the whole batch's mean loss."""
+    groups = batch.view(-1, group)
+    per_rank = math.ceil(len(groups) / world)
+    padded = groups[torch.arange(per_rank * world, device=batch.device) % len(groups)]
+    return padded[rank * per_rank:(rank + 1) * per_rank].reshape(-1)
 
 
 def graph_inputs(idx: torch.Tensor, edges: torch.Tensor | None, coords: torch.Tensor | None,
@@ -147,26 +160,35 @@ def train(model: HashModel, loss_fn: LossFn, X: torch.Tensor, y: torch.Tensor, *
     named terms whose sum is minimised; each term's epoch mean goes to `history` (epochs.csv).
     Adam is the fused kernel (one pass over all parameters; the single-tensor default was a quarter of a CPU step).
     precision "bf16" runs the forward and loss under bfloat16 autocast (fp32 weights, optimiser and codes).
+    Under torchrun every rank draws the same global batches and trains on its share (rank_share), with its own
+    batch graph; DistributedDataParallel averages the gradients, so every rank holds the same model, and rank 0
+    alone writes the checkpoint and `history` (the loss terms averaged over the ranks).
     """
     opt = torch.optim.Adam(model.parameters(), lr=lr, fused=True)
     gen = torch.Generator().manual_seed(seed)
     start, seconds = 0, 0.0
     if resume and checkpoint is not None and checkpoint.is_file():
         start, seconds = load_checkpoint(checkpoint, model, opt, gen)
-        print(f"{desc}: resuming from {checkpoint} after epoch {start} of {num_epochs}", file=sys.stderr)
+        if is_writer():
+            print(f"{desc}: resuming from {checkpoint} after epoch {start} of {num_epochs}", file=sys.stderr)
     else:
         model.prepare(X, y)
-    log = EpochHistory(history, start, tensorboard) if history is not None else None
+    log = EpochHistory(history, start, tensorboard) if history is not None and is_writer() else None
+    net = distributed.data_parallel(model)
+    rank, world, group = distributed.rank(), distributed.world_size(), min(group, batch_size)
     model.train()
-    bar = tqdm(range(start, num_epochs), desc=desc, leave=False, dynamic_ncols=True, initial=start, total=num_epochs)
+    epochs = range(start, num_epochs)
+    bar = (tqdm(epochs, desc=desc, leave=False, dynamic_ncols=True, initial=start, total=num_epochs) if is_writer()
+           else tqdm(epochs, disable=True))
     for epoch in bar:
         t0 = time.perf_counter()
         model.set_epoch(epoch, num_epochs)
         sums: dict[str, torch.Tensor] = {}
-        for step, idx in enumerate(epoch_batches(len(X), batch_size, gen, neighbours, group, X.device)):
+        for step, batch in enumerate(epoch_batches(len(X), batch_size, gen, neighbours, group, X.device)):
+            idx = rank_share(batch, group, rank, world) if world > 1 else batch
             xb, yb = X[idx], y[idx]
             with torch.autocast(X.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-                out = model(xb, **graph_inputs(idx, edges, coords, X.dtype)) if model.uses_graph else model(xb)
+                out = net(xb, **graph_inputs(idx, edges, coords, X.dtype)) if model.uses_graph else net(xb)
                 terms = as_terms(loss_fn(out, xb, yb))
             loss = total(terms)
             if not torch.isfinite(loss):
@@ -180,11 +202,12 @@ def train(model: HashModel, loss_fn: LossFn, X: torch.Tensor, y: torch.Tensor, *
         seconds += epoch_seconds
         if not all(torch.isfinite(p).all() for p in model.parameters()):
             raise TrainingDiverged(f"{desc}: parameters became NaN or Inf at epoch {epoch + 1}, step {step + 1}")
-        means = {name: float(s) / (step + 1) for name, s in sums.items()}
+        over_ranks = distributed.mean_over_ranks(torch.stack([s.double() for s in sums.values()]))
+        means = {name: float(s) / (step + 1) for name, s in zip(sums, over_ranks)}
         bar.set_postfix(loss=f"{sum(means.values()):.4f}")
         if log is not None:  # before the checkpoint: a crash in between re-runs this epoch and rewrites its row
             log.add(epoch + 1, means, epoch_seconds)
-        if checkpoint is not None:
+        if checkpoint is not None and is_writer():  # written whole (atomic_save): a rank resuming never reads half
             atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
                          "batch_rng": gen.get_state(), "torch_rng": torch.get_rng_state(), "seconds": seconds},
                         checkpoint)
@@ -195,6 +218,9 @@ def train(model: HashModel, loss_fn: LossFn, X: torch.Tensor, y: torch.Tensor, *
 
 @torch.no_grad()
 def encode(model: HashModel, X: torch.Tensor, batch_size: int = 4096) -> np.ndarray:
-    """{0,1} uint8 codes (n, L), each item encoded on its own (inductive)."""
+    """{0,1} uint8 codes (n, L), each item encoded on its own (inductive). Under torchrun each rank encodes a
+    contiguous slice of the rows and every rank gets all the codes, in order."""
     model.eval()
-    return torch.cat([model.codes(xb) for xb in X.split(batch_size)]).cpu().numpy().astype(np.uint8)
+    part = X.tensor_split(distributed.world_size())[distributed.rank()]
+    codes = torch.cat([model.codes(xb) for xb in part.split(batch_size)]).cpu().numpy().astype(np.uint8)
+    return distributed.gather_rows(codes)

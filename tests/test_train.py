@@ -13,7 +13,7 @@ import train as train_mod
 from graph import FILTERS
 from losses import hagcn_loss, total
 from model import HAGCN
-from train import TrainingDiverged, encode, epoch_batches, train
+from train import TrainingDiverged, encode, epoch_batches, rank_share, train
 
 LOSS = partial(hagcn_loss, lambda_=1.0)
 
@@ -189,6 +189,24 @@ def test_neighbourhood_batches_give_the_batch_graph_true_neighbours():
     shuffled = same_class_edges(epoch_batches(len(X), 64, gen))
     grouped = same_class_edges(epoch_batches(len(X), 64, gen, torch.from_numpy(knn_graph(X.numpy(), 20)), 8))
     assert grouped > shuffled + 0.03, (shuffled, grouped)
+
+
+@pytest.mark.parametrize("world", [1, 2, 4])
+def test_rank_shares_partition_a_neighbourhood_batch_into_whole_groups(world):
+    """Under torchrun each rank trains on a contiguous run of whole groups of the global batch, the same number
+    each: together the ranks' shares are the global batch, in order."""
+    n, group = 300, 4
+    neighbours = torch.stack([torch.randperm(n, generator=torch.Generator().manual_seed(i))[:6] for i in range(n)])
+    for batch in epoch_batches(n, 32, torch.Generator().manual_seed(1), neighbours, group):
+        shares = [rank_share(batch, group, rank, world) for rank in range(world)]
+        assert [len(s) for s in shares] == [32 // world] * world
+        assert torch.equal(torch.cat(shares), batch)          # whole groups: each share is a multiple of 4 rows
+
+
+@pytest.mark.parametrize("rows, shares", [(5, [[0, 1, 2], [3, 4, 0]]), (1, [[0], [0]])])
+def test_a_short_last_batch_is_padded_with_its_own_rows_into_equal_shares(rows, shares):
+    batch = torch.arange(rows)
+    assert [rank_share(batch, 1, rank, 2).tolist() for rank in range(2)] == shares
 
 
 # ----------------------------------------------------------------------------- loss history (epochs.csv, TensorBoard)
