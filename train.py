@@ -9,7 +9,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol
 
 import numpy as np
 import torch
@@ -20,6 +20,15 @@ from losses import total
 from model import HashModel
 
 LossFn = Callable[[dict, torch.Tensor, torch.Tensor], dict[str, torch.Tensor] | torch.Tensor]
+
+
+class RowSource(Protocol):
+    """What train and encode read features through: float32 rows for a slice or an index array (data.Rows, which
+    standardises the rows of a matrix in RAM or memory-mapped; a float32 array or a tensor also qualify)."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, key): ...
 
 
 class TrainingDiverged(RuntimeError):
@@ -133,21 +142,23 @@ def as_terms(value: dict[str, torch.Tensor] | torch.Tensor) -> dict[str, torch.T
     return value if isinstance(value, dict) else {"loss": value}
 
 
-def train(model: HashModel, loss_fn: LossFn, X: torch.Tensor, y: torch.Tensor, *, num_epochs: int,
+def train(model: HashModel, loss_fn: LossFn, X: RowSource, y: torch.Tensor, *, num_epochs: int,
           batch_size: int, lr: float, seed: int, desc: str, checkpoint: Path | None = None,
           resume: bool = False, neighbours: torch.Tensor | None = None, group: int = 1,
           edges: torch.Tensor | None = None, coords: torch.Tensor | None = None, history: Path | None = None,
           tensorboard: bool = False, precision: str = "fp32") -> float:
-    """Adam on mini-batches of the training rows (X, y already on the device); returns training seconds.
+    """Adam on mini-batches of the training rows; returns training seconds. Each batch's rows are read from X
+    (X[index array], e.g. data.Rows over a memory map) and moved to y's device, where y and the model already are.
 
     Batches are shuffled partitions, or neighbourhood batches when `neighbours` is given (see epoch_batches).
     They come from a generator seeded with `seed`, so the same seed gives the same model. `edges` (n, k), the global
-    k-NN graph of the training rows, and `coords` (n, c), their diffusion coordinates in it (both on X's device),
+    k-NN graph of the training rows, and `coords` (n, c), their diffusion coordinates in it (both on y's device),
     reach a model that `uses_graph` restricted to each batch (graph_inputs). `loss_fn` returns a scalar or a dict of
     named terms whose sum is minimised; each term's epoch mean goes to `history` (epochs.csv).
     Adam is the fused kernel (one pass over all parameters; the single-tensor default was a quarter of a CPU step).
     precision "bf16" runs the forward and loss under bfloat16 autocast (fp32 weights, optimiser and codes).
     """
+    device = y.device
     opt = torch.optim.Adam(model.parameters(), lr=lr, fused=True)
     gen = torch.Generator().manual_seed(seed)
     start, seconds = 0, 0.0
@@ -163,10 +174,12 @@ def train(model: HashModel, loss_fn: LossFn, X: torch.Tensor, y: torch.Tensor, *
         t0 = time.perf_counter()
         model.set_epoch(epoch, num_epochs)
         sums: dict[str, torch.Tensor] = {}
-        for step, idx in enumerate(epoch_batches(len(X), batch_size, gen, neighbours, group, X.device)):
-            xb, yb = X[idx], y[idx]
-            with torch.autocast(X.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-                out = model(xb, **graph_inputs(idx, edges, coords, X.dtype)) if model.uses_graph else model(xb)
+        for step, rows in enumerate(epoch_batches(len(X), batch_size, gen, neighbours, group)):
+            xb = torch.as_tensor(X[rows.numpy()], device=device)
+            idx = rows.to(device)
+            yb = y[idx]
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                out = model(xb, **graph_inputs(idx, edges, coords, xb.dtype)) if model.uses_graph else model(xb)
                 terms = as_terms(loss_fn(out, xb, yb))
             loss = total(terms)
             if not torch.isfinite(loss):
@@ -194,7 +207,9 @@ def train(model: HashModel, loss_fn: LossFn, X: torch.Tensor, y: torch.Tensor, *
 
 
 @torch.no_grad()
-def encode(model: HashModel, X: torch.Tensor, batch_size: int = 4096) -> np.ndarray:
-    """{0,1} uint8 codes (n, L), each item encoded on its own (inductive)."""
+def encode(model: HashModel, X: RowSource, batch_size: int = 4096) -> np.ndarray:
+    """{0,1} uint8 codes (n, L), each item encoded on its own (inductive); X is read batch_size rows at a time."""
     model.eval()
-    return torch.cat([model.codes(xb) for xb in X.split(batch_size)]).cpu().numpy().astype(np.uint8)
+    device = next(model.parameters()).device
+    return np.concatenate([model.codes(torch.as_tensor(X[start:start + batch_size], device=device)).cpu().numpy()
+                           for start in range(0, len(X), batch_size)]).astype(np.uint8)

@@ -216,7 +216,7 @@ def test_non_finite_check_reads_chunks_and_names_the_row(tmp_path, monkeypatch):
     X[37, 2] = np.inf
     f, l, _ = save_matrix(tmp_path, X, np.zeros(50, np.int64))
     seen = []
-    monkeypatch.setattr(data, "FINITE_CHECK_BYTES", 10 * 4 * 4)  # 10 rows per chunk
+    monkeypatch.setattr(data, "CHUNK_BYTES", 10 * 4 * 4)  # 10 rows per chunk
     real_isfinite = np.isfinite
     monkeypatch.setattr(np, "isfinite", lambda a: seen.append(len(a)) or real_isfinite(a))
     with pytest.raises(data.DataError, match="row 37 contains NaN or Inf"):
