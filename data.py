@@ -5,7 +5,6 @@ with integer or multi-hot labels), split and standardise them.
 """
 from __future__ import annotations
 
-import argparse
 import gzip
 import hashlib
 import json
@@ -621,3 +620,28 @@ def standardised_rows(X: np.ndarray, train: np.ndarray) -> Rows:
 def standardise(X: np.ndarray, train: np.ndarray) -> np.ndarray:
     """standardised_rows as one float32 array in RAM."""
     return standardised_rows(X, train)[:]
+
+
+# ----------------------------------------------------------------------------- command line
+
+def main(argv: list[str] | None = None) -> int:
+    """`python data.py pack --root_dir DIR --out PACKED [--dtype float16|float32]`; bad input: one line, status 2."""
+    from arguments import ArgError, Parser  # argparse errors as one line, as main.py prints them
+    p = Parser(prog="data.py", description="Convert embeddings once into a form main.py reads.")
+    sub = p.add_subparsers(dest="command", required=True)
+    pack = sub.add_parser("pack", help="a per-class folder ROOT/<class>/<item>.npy -> a packed, memory-mapped folder")
+    pack.add_argument("--root_dir", required=True, help="ROOT/<class>/<item>.npy embeddings")
+    pack.add_argument("--out", required=True, help="new folder: features.npy, labels.npy, items.txt, pack.json")
+    pack.add_argument("--dtype", choices=PACK_DTYPES, default="float16", help="stored precision (default float16)")
+    try:
+        args = p.parse_args(argv)
+        pack_folder(args.root_dir, args.out, args.dtype)
+    except (ArgError, DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"packed {args.root_dir} into {args.out} ({args.dtype}); train with --root_dir {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
