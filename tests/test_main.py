@@ -347,7 +347,8 @@ def test_matrix_input_gives_the_codes_of_the_same_folder(tmp_path):
 
 def test_packed_memory_map_gives_the_codes_of_the_in_memory_folder(tmp_path):
     """Digits as a per-class folder (loaded into RAM) and packed once as a float32 memory map: training HAGCN (and
-    the SHC baseline, whose hash centres read every training row) with the same seed gives exactly the same codes, statistics, labels and items."""
+    SHC, whose hash centres read every training row) with the same seed gives exactly the same codes, standardisation
+    statistics, labels and items."""
     digits = main.load_dataset("digits")
     root = write_folder(tmp_path / "digits", {c: list(digits.X[digits.y == int(c)]) for c in digits.classes})
     data.pack_folder(root, tmp_path / "packed", "float32")
