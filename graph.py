@@ -140,8 +140,10 @@ def knn_graph(X, k: int, exact_max: int = EXACT_MAX_ROWS) -> np.ndarray:
     if not 1 <= k < len(X):
         raise ValueError(f"k = {k} neighbours need more than k rows, got {len(X)}")
     index = knn_index(X, exact_max)
-    return np.concatenate([search_without_self(index, unit, np.arange(start, start + len(unit)), k)
-                           for start, unit in unit_slices(X)])
+    out = np.empty((len(X), k), dtype=np.int64)
+    for start, unit in unit_slices(X):
+        out[start:start + len(unit)] = search_without_self(index, unit, np.arange(start, start + len(unit)), k)
+    return out
 
 
 def knn_recall(X: np.ndarray, neighbours: np.ndarray, sample: int = 1000, seed: int = 0) -> float:
