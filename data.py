@@ -14,7 +14,7 @@ import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Protocol
 
 import numpy as np
 from sklearn.model_selection import KFold, train_test_split
@@ -539,6 +539,15 @@ def mapped_file(X: np.ndarray) -> mmap.mmap | None:
     while base is not None and not isinstance(base, mmap.mmap):
         base = getattr(base, "base", None)
     return base
+
+
+class RowSource(Protocol):
+    """What training and encoding read features through: float32 rows for a slice or an index array (Rows; a float32
+    array or a tensor also qualify)."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, key): ...
 
 
 class Rows:

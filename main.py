@@ -282,7 +282,8 @@ def run_cell(cell: Cell, fold: Fold, data: Dataset, args, log: ResultsLog, env: 
     row = result_row(cell, args, data, metrics, seconds, run_id)
     record = {"settings": settings, "args": vars(args), "environment": env, "trained_in": (source or run_dir).name,
               "metrics": {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in metrics.items()}}
-    log.add(row, train_id, run_dir, record, partial(save_codes, run_dir / "codes.npz", data, split, q_bits, db_bits, fold.rows))
+    log.add(row, train_id, run_dir, record,
+            partial(save_codes, run_dir / "codes.npz", data, split, q_bits, db_bits, fold.rows))
     print(f"{cell.desc}: mAP@{args.topk or 'all'} {metrics['map']:.4f} ({seconds:.1f} s)", file=sys.stderr)
     return row
 

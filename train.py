@@ -9,26 +9,18 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from data import RowSource
 from graph import batch_adjacency
 from losses import total
 from model import HashModel
 
 LossFn = Callable[[dict, torch.Tensor, torch.Tensor], dict[str, torch.Tensor] | torch.Tensor]
-
-
-class RowSource(Protocol):
-    """What train and encode read features through: float32 rows for a slice or an index array (data.Rows, which
-    standardises the rows of a matrix in RAM or memory-mapped; a float32 array or a tensor also qualify)."""
-
-    def __len__(self) -> int: ...
-
-    def __getitem__(self, key): ...
 
 
 class TrainingDiverged(RuntimeError):
