@@ -104,8 +104,7 @@ def run_main(pack: Path, rows: int) -> None:
     cmd = [sys.executable, "main.py", "--root_dir", str(pack), "--method", "hagcn", "--task", "gcn",
            "--exp_hash_len", "64", "--num_epochs", "1", "--folds", "1", "--device", "cpu", "--log_dir", str(log_dir),
            "--force"]
-    print("$ " + " ".join(str(c) if c != str(pack) else str(pack.relative_to(REPO)) for c in cmd).replace(
-        str(log_dir), str(log_dir.relative_to(REPO))))
+    print("$ python " + " ".join(cmd[1:]).replace(str(REPO) + os.sep, ""))
     print(f"load before: {os.getloadavg()[0]:.2f} (1-minute average; other jobs share these {os.cpu_count()} cores)")
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=REPO, stderr=subprocess.PIPE, text=True, env=dict(os.environ, TQDM_DISABLE="1"))
