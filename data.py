@@ -529,10 +529,6 @@ def make_splits(y: np.ndarray, split: str, folds: int, seed: int,
 
 # ----------------------------------------------------------------------------- standardised rows, read on demand
 
-FAULT_BYTES = 64 << 10   # one page fault maps up to this much of a file around the page (Linux fault-around)
-RELEASE_BYTES = 256 << 20  # a memory-mapped matrix gives its pages back after about this much has been mapped
-
-
 def mapped_file(X: np.ndarray) -> mmap.mmap | None:
     """The mmap behind a memory-mapped array (np.load(mmap_mode=...) and views of it); None for an array in RAM."""
     base = X
@@ -554,16 +550,16 @@ class Rows:
     """Rows of a feature matrix in RAM or memory-mapped (float16/float32), read on demand as float32 (x - mean) / std:
     training, the neighbour graph, the closed-form baselines and encoding all see the data through it, so a memory
     map gives bitwise the codes of the in-memory copy. rows[a:b] and rows[index array] gather in ascending row order
-    (locality in a file). A memory map's pages are given back (madvise DONTNEED: the kernel keeps them in its page
-    cache) once about RELEASE_BYTES have been mapped, counting each row as at least FAULT_BYTES, so resident memory
-    does not grow with the passes over a file larger than RAM."""
+    (locality in a file). After every read a memory map's pages are given back (madvise DONTNEED; the kernel keeps
+    them in its page cache), so resident memory does not grow with the passes over a file larger than RAM: one
+    fault can map far more than the row it reads (2 MiB where the page cache holds large folios), so a batch of
+    random rows would otherwise leave most of the file mapped within a few batches."""
 
     def __init__(self, X: np.ndarray, mean: np.ndarray | None = None, std: np.ndarray | None = None,
                  index: np.ndarray | None = None):
         self.X, self.mean, self.std = X, mean, std
         self.index = np.arange(len(X)) if index is None else np.asarray(index)
         self.mapped = mapped_file(X)
-        self.unreleased = 0
 
     def __len__(self) -> int:
         return len(self.index)
@@ -582,19 +578,12 @@ class Rows:
         order = np.argsort(rows, kind="stable")
         out = np.empty((len(rows), self.X.shape[1]), np.float32)
         out[order] = self.X[rows[order]]
-        self.release(len(rows))
+        if self.mapped is not None:
+            self.mapped.madvise(mmap.MADV_DONTNEED)
         if self.mean is not None:
             out -= self.mean
             out /= self.std
         return out
-
-    def release(self, n_rows: int) -> None:
-        if self.mapped is None:
-            return
-        self.unreleased += n_rows * max(FAULT_BYTES, self.X.shape[1] * self.X.itemsize)
-        if self.unreleased >= RELEASE_BYTES:
-            self.mapped.madvise(mmap.MADV_DONTNEED)
-            self.unreleased = 0
 
 
 def training_statistics(X: np.ndarray, train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
