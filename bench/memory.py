@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import threading
@@ -101,6 +102,7 @@ def run_main(pack: Path, rows: int) -> None:
     """main.py on the packed folder in a subprocess; prints its peak RSS (ru_maxrss) and each phase's wall time,
     CPU time and largest sampled RSS."""
     log_dir = REPO / "logs" / "bench-memory" / f"run-{rows}"
+    shutil.rmtree(log_dir, ignore_errors=True)  # no cached global graph: the run builds it
     cmd = [sys.executable, "main.py", "--root_dir", str(pack), "--method", "hagcn", "--task", "gcn",
            "--exp_hash_len", "64", "--num_epochs", "1", "--folds", "1", "--device", "cpu", "--log_dir", str(log_dir),
            "--force"]
