@@ -1,13 +1,20 @@
-"""Load embeddings (built-in datasets, the paper's per-class .npy folders, or one feature matrix with integer or
-multi-hot labels), split and standardise them."""
+"""Load embeddings (built-in datasets, the paper's per-class .npy folders, a packed folder, or one feature matrix
+with integer or multi-hot labels), split and standardise them.
+
+    python data.py pack --root_dir DIR --out PACKED [--dtype float16|float32]   # once; then --root_dir PACKED
+"""
 from __future__ import annotations
 
 import gzip
 import hashlib
+import json
+import mmap
 import os
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable, Iterator, Protocol
 
 import numpy as np
 from sklearn.model_selection import KFold, train_test_split
@@ -23,7 +30,7 @@ class DataError(ValueError):
 @dataclass
 class Dataset:
     name: str
-    X: np.ndarray            # (n, d) float32, C-contiguous
+    X: np.ndarray            # (n, d) float32, C-contiguous; a packed folder's is a float16/float32 memory map
     y: np.ndarray            # (n,) int64 labels 0..C-1, or (n, C) uint8 0/1 multi-hot (multi-label data)
     classes: list[str]       # class names, index = label
     items: list[str]         # one name per row (file path relative to the root, or "digits/17")
@@ -167,9 +174,25 @@ def cache_path(root: Path) -> Path:
     return root.parent / f".{root.name}.hagcn-cache.npz"
 
 
+def folder_rows(root: Path, files: list[list[Path]]) -> Iterator[tuple[np.ndarray, int, str]]:
+    """Each file's vector, label and item name (its path relative to root), class by class; all of one shape."""
+    first = None
+    for label, cls in enumerate(files):
+        for p in cls:
+            v = read_vector(p)
+            if first is None:
+                first = (p, v.shape)
+            elif v.shape != first[1]:
+                raise DataError(f"{p}: embedding shape {v.shape} differs from {first[0]} with shape {first[1]}")
+            yield v, label, str(p.relative_to(root))
+
+
 def load_folder(root: str | Path, use_cache: bool = True) -> Dataset:
-    """The paper's format ROOT/<class>/<item>.npy, loaded once into one float32 array (cached next to ROOT)."""
+    """The paper's format ROOT/<class>/<item>.npy, loaded once into one float32 array (cached next to ROOT), or a
+    packed folder (see pack_folder), memory-mapped."""
     root = Path(root)
+    if is_packed(root):
+        return load_packed(root)
     classes, files, ignored = list_class_files(root)
     if ignored:
         print(f"warning: --root_dir {root}: ignored {ignored} non-.npy file(s)", file=sys.stderr)
@@ -182,18 +205,9 @@ def load_folder(root: str | Path, use_cache: bool = True) -> Dataset:
                     return Dataset(root.name, np.ascontiguousarray(z["X"]), z["y"], list(z["classes"]), list(z["items"]))
         except Exception:
             pass  # an unreadable cache is rebuilt below
-    X, y, items, first = [], [], [], None
-    for label, cls in enumerate(files):
-        for p in cls:
-            v = read_vector(p)
-            if first is None:
-                first = (p, v.shape)
-            elif v.shape != first[1]:
-                raise DataError(f"{p}: embedding shape {v.shape} differs from {first[0]} with shape {first[1]}")
-            X.append(v)
-            y.append(label)
-            items.append(str(p.relative_to(root)))
-    data = Dataset(root.name, np.ascontiguousarray(np.stack(X), dtype=np.float32), np.asarray(y, np.int64), classes, items)
+    X, y, items = zip(*folder_rows(root, files))
+    data = Dataset(root.name, np.ascontiguousarray(np.stack(X), dtype=np.float32), np.asarray(y, np.int64), classes,
+                   list(items))
     if use_cache:
         write_cache(cache, data, fingerprint)
     return data
@@ -211,9 +225,108 @@ def write_cache(cache: Path, data: Dataset, fingerprint: str) -> None:
         print(f"warning: cannot write cache {cache} ({e.strerror}); loading from the files each time", file=sys.stderr)
 
 
+# ----------------------------------------------------------------------------- packed folders (larger than RAM)
+# PACKED/features.npy (n, d) float16 or float32, labels.npy (n,) int64, items.txt (one item name a line) and
+# pack.json (format, rows, dim, dtype, name, classes): written once, then memory-mapped by --root_dir PACKED.
+
+PACK_MANIFEST = "pack.json"
+PACK_FORMAT = "hagcn-packed-embeddings/1"
+PACK_DTYPES = ("float16", "float32")
+
+
+def is_packed(root: Path) -> bool:
+    return (root / PACK_MANIFEST).is_file()
+
+
+def write_pack(out: str | Path, shape: tuple[int, int], dtype: str, name: str, classes: list[str],
+               chunks: Iterable[tuple[np.ndarray, np.ndarray, list[str]]]) -> None:
+    """A packed folder from consecutive chunks (rows (m, d), labels (m,), m item names), written straight into a
+    memory-mapped features.npy inside a temporary folder that is renamed to `out` at the end: a failure leaves
+    nothing. Rows that overflow `dtype` (float16 beyond +-65504) are a DataError naming the item."""
+    out = Path(out)
+    if out.exists():
+        raise DataError(f"--out {out}: already exists (give a new folder name)")
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    try:
+        tmp.mkdir()
+    except OSError as e:
+        raise DataError(f"--out {out}: cannot create ({e.strerror})")
+    try:
+        X = np.lib.format.open_memmap(tmp / "features.npy", mode="w+", dtype=dtype, shape=shape)
+        labels = np.empty(shape[0], np.int64)
+        start = 0
+        with open(tmp / "items.txt", "w", encoding="utf-8", newline="\n") as items:
+            for rows, y, names in chunks:
+                stop = start + len(rows)
+                with np.errstate(over="ignore"):
+                    X[start:stop] = rows
+                bad = ~np.isfinite(X[start:stop]).all(axis=1)
+                if bad.any():
+                    raise DataError(f"{names[int(bad.argmax())]}: values beyond the {dtype} range; "
+                                    f"pack with --dtype float32")
+                broken = [s for s in names if s.splitlines() != [s]]
+                if broken:
+                    raise DataError(f"{broken[0]!r}: a line break in an item name (items.txt holds one name a line)")
+                labels[start:stop] = y
+                items.writelines(f"{s}\n" for s in names)
+                start = stop
+        if start != shape[0]:
+            raise ValueError(f"write_pack: {start} rows written, {shape[0]} announced")
+        X.flush()
+        del X
+        np.save(tmp / "labels.npy", labels)
+        manifest = {"format": PACK_FORMAT, "rows": shape[0], "dim": shape[1], "dtype": dtype, "name": name,
+                    "classes": classes}
+        (tmp / PACK_MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+        os.replace(tmp, out)
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError):
+            raise DataError(f"--out {out}: cannot write ({e.strerror or e})") from e
+        raise
+
+
+def pack_folder(root: str | Path, out: str | Path, dtype: str = "float16") -> None:
+    """`python data.py pack`: a per-class folder (ROOT/<class>/<item>.npy, checked file by file as load_folder does,
+    one file in memory at a time) written once as a packed folder of `dtype` rows."""
+    root = Path(root)
+    classes, files, ignored = list_class_files(root)
+    if ignored:
+        print(f"warning: --root_dir {root}: ignored {ignored} non-.npy file(s)", file=sys.stderr)
+    dim = read_vector(files[0][0]).shape[0]
+    chunks = ((v[None], [label], [item]) for v, label, item in folder_rows(root, files))
+    write_pack(out, (sum(map(len, files)), dim), dtype, root.name, classes, chunks)
+
+
+def load_packed(root: Path) -> Dataset:
+    """A packed folder: features memory-mapped (read in chunks: see Rows), labels, item and class names in RAM.
+    The values were checked (finite) when packed and are not read here."""
+    try:
+        manifest = json.loads((root / PACK_MANIFEST).read_text(encoding="utf-8"))
+        n, dim, dtype = int(manifest["rows"]), int(manifest["dim"]), str(manifest["dtype"])
+        name, classes = str(manifest["name"]), [str(c) for c in manifest["classes"]]
+        if manifest["format"] != PACK_FORMAT:
+            raise ValueError(f"format {manifest['format']!r}, expected {PACK_FORMAT!r}")
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise DataError(f"--root_dir {root}: unreadable {PACK_MANIFEST} ({getattr(e, 'strerror', None) or e})")
+    X = open_npy(root / "features.npy", "--root_dir", mmap=True)
+    if X.shape != (n, dim) or X.dtype != np.dtype(dtype) or dtype not in PACK_DTYPES:
+        raise DataError(f"--root_dir {root}: features.npy has shape {X.shape} and dtype {X.dtype}, "
+                        f"{PACK_MANIFEST} says ({n}, {dim}) {dtype}")
+    y = np.asarray(open_npy(root / "labels.npy", "--root_dir", mmap=False))
+    if y.shape != (n,) or y.dtype != np.int64 or (n and not 0 <= y.min() <= y.max() < len(classes)):
+        raise DataError(f"--root_dir {root}: labels.npy must hold {n} int64 labels in 0..{len(classes) - 1}")
+    return Dataset(name, X, y, classes, read_names(root / "items.txt", n, "--root_dir"))
+
+
 # ----------------------------------------------------------------------------- one feature matrix + labels
 
-FINITE_CHECK_BYTES = 64 << 20  # the non-finite check reads a memory-mapped matrix in chunks of about this size
+CHUNK_BYTES = 64 << 20  # a pass over a feature matrix (non-finite check, statistics, graph) reads chunks of this size
+
+
+def chunk_rows(d: int, itemsize: int = 4) -> int:
+    """Rows of d values of `itemsize` bytes in one chunk of about CHUNK_BYTES."""
+    return max(1, CHUNK_BYTES // max(1, itemsize * d))
 
 
 def open_npy(path: str | Path, flag: str, mmap: bool) -> np.ndarray:
@@ -235,7 +348,7 @@ def open_npy(path: str | Path, flag: str, mmap: bool) -> np.ndarray:
 
 def first_non_finite_row(X: np.ndarray) -> int | None:
     """Index of the first row holding NaN or Inf, reading X in row chunks (bounded memory for memmaps)."""
-    rows = max(1, FINITE_CHECK_BYTES // max(1, X.itemsize * X.shape[1]))
+    rows = chunk_rows(X.shape[1], X.itemsize)
     for start in range(0, len(X), rows):
         bad = ~np.isfinite(X[start:start + rows]).all(axis=1)
         if bad.any():
@@ -283,16 +396,16 @@ def read_labels(path: str | Path, n: int) -> tuple[np.ndarray, list[str]]:
     return Y.astype(np.uint8), [str(c) for c in range(Y.shape[1])]
 
 
-def read_names(path: str | Path, n: int) -> list[str]:
-    """--names: one item name per line, exactly n lines."""
+def read_names(path: str | Path, n: int, flag: str = "--names") -> list[str]:
+    """--names (or a packed folder's items.txt): one item name per line, exactly n lines."""
     try:
         names = Path(path).read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
-        raise DataError(f"--names {path}: no such file")
+        raise DataError(f"{flag} {path}: no such file")
     except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"--names {path}: cannot read ({getattr(e, 'strerror', None) or e})")
+        raise DataError(f"{flag} {path}: cannot read ({getattr(e, 'strerror', None) or e})")
     if len(names) != n:
-        raise DataError(f"--names {path}: {len(names)} names for the {n} rows of --features (one name per line)")
+        raise DataError(f"{flag} {path}: {len(names)} names for the {n} rows of the features (one name per line)")
     return names
 
 
@@ -414,9 +527,119 @@ def make_splits(y: np.ndarray, split: str, folds: int, seed: int,
     return splits
 
 
-def standardise(X: np.ndarray, train: np.ndarray) -> np.ndarray:
-    """Zero mean, unit variance with statistics of the training split only (constant features get std 1)."""
-    mean = X[train].mean(axis=0)
-    std = X[train].std(axis=0)
+# ----------------------------------------------------------------------------- standardised rows, read on demand
+
+def mapped_file(X: np.ndarray) -> mmap.mmap | None:
+    """The mmap behind a memory-mapped array (np.load(mmap_mode=...) and views of it); None for an array in RAM."""
+    base = X
+    while base is not None and not isinstance(base, mmap.mmap):
+        base = getattr(base, "base", None)
+    return base
+
+
+class RowSource(Protocol):
+    """What training and encoding read features through: float32 rows for a slice or an index array (Rows; a float32
+    array or a tensor also qualify)."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, key): ...
+
+
+class Rows:
+    """Rows of a feature matrix in RAM or memory-mapped (float16/float32), read on demand as float32 (x - mean) / std:
+    training, the neighbour graph, the closed-form baselines and encoding all see the data through it, so a memory
+    map gives bitwise the codes of the in-memory copy. rows[a:b] and rows[index array] gather in ascending row order
+    (locality in a file). After every read a memory map's pages are given back (madvise DONTNEED; the kernel keeps
+    them in its page cache), so resident memory does not grow with the passes over a file larger than RAM: one
+    fault can map far more than the row it reads (2 MiB where the page cache holds large folios), so a batch of
+    random rows would otherwise leave most of the file mapped within a few batches."""
+
+    def __init__(self, X: np.ndarray, mean: np.ndarray | None = None, std: np.ndarray | None = None,
+                 index: np.ndarray | None = None):
+        self.X, self.mean, self.std = X, mean, std
+        self.index = np.arange(len(X)) if index is None else np.asarray(index)
+        self.mapped = mapped_file(X)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return len(self.index), self.X.shape[1]
+
+    def subset(self, index: np.ndarray) -> Rows:
+        """The rows at positions `index` of these rows, standardised alike."""
+        return Rows(self.X, self.mean, self.std, self.index[index])
+
+    def __getitem__(self, key: slice | np.ndarray) -> np.ndarray:
+        """(m, d) float32 rows at the positions of a slice or an index array."""
+        rows = self.index[key]
+        order = np.argsort(rows, kind="stable")
+        out = np.empty((len(rows), self.X.shape[1]), np.float32)
+        out[order] = self.X[rows[order]]
+        if self.mapped is not None:
+            self.mapped.madvise(mmap.MADV_DONTNEED)
+        if self.mean is not None:
+            out -= self.mean
+            out /= self.std
+        return out
+
+
+def training_statistics(X: np.ndarray, train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """float32 mean and standard deviation (1 for a constant feature) of the rows `train` of X, read in chunks: two
+    passes accumulating in row order in float32, bitwise what numpy's X[train].mean(0) and .std(0) give in RAM (float64
+    sums would move the in-memory results in the last bits); at 10^6 rows a float32 running sum is still good to
+    about sqrt(n) eps ~ 1e-4 relative."""
+    rows = Rows(X, index=train)
+    n = np.float32(len(rows))
+    mean = running_sum(rows, lambda x: x) / n
+    std = np.sqrt(running_sum(rows, lambda x: np.square(x - mean)) / n)
     std[std < 1e-8] = 1.0
-    return np.ascontiguousarray((X - mean) / std, dtype=np.float32)
+    return mean, std
+
+
+def running_sum(rows: Rows, f) -> np.ndarray:
+    """The float32 sum over all rows of f(rows), chunk by chunk, each chunk added row by row to the running sum
+    (numpy's order for a sum along axis 0, so the result does not depend on the chunk size)."""
+    total = None
+    step = chunk_rows(rows.shape[1])
+    for start in range(0, len(rows), step):
+        x = f(rows[start:start + step])
+        total = (x if total is None else np.concatenate([total, x])).sum(axis=0, keepdims=True)
+    return total[0]
+
+
+def standardised_rows(X: np.ndarray, train: np.ndarray) -> Rows:
+    """Every row of X, standardised to zero mean and unit variance with the statistics of the training rows only."""
+    return Rows(X, *training_statistics(X, train))
+
+
+def standardise(X: np.ndarray, train: np.ndarray) -> np.ndarray:
+    """standardised_rows as one float32 array in RAM."""
+    return standardised_rows(X, train)[:]
+
+
+# ----------------------------------------------------------------------------- command line
+
+def main(argv: list[str] | None = None) -> int:
+    """`python data.py pack --root_dir DIR --out PACKED [--dtype float16|float32]`; bad input: one line, status 2."""
+    from arguments import ArgError, Parser  # argparse errors as one line, as main.py prints them
+    p = Parser(prog="data.py", description="Convert embeddings once into a form main.py reads.")
+    sub = p.add_subparsers(dest="command", required=True)
+    pack = sub.add_parser("pack", help="a per-class folder ROOT/<class>/<item>.npy -> a packed, memory-mapped folder")
+    pack.add_argument("--root_dir", required=True, help="ROOT/<class>/<item>.npy embeddings")
+    pack.add_argument("--out", required=True, help="new folder: features.npy, labels.npy, items.txt, pack.json")
+    pack.add_argument("--dtype", choices=PACK_DTYPES, default="float16", help="stored precision (default float16)")
+    try:
+        args = p.parse_args(argv)
+        pack_folder(args.root_dir, args.out, args.dtype)
+    except (ArgError, DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"packed {args.root_dir} into {args.out} ({args.dtype}); train with --root_dir {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

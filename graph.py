@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Iterator
 
 import faiss
 import numpy as np
@@ -84,7 +85,7 @@ def batch_graph(feats: torch.Tensor, knn: int) -> BatchGraph:
 # a sliver of it, so the batch graph's edges (and the similarity target) can come from it, restricted to the batch.
 
 EXACT_MAX_ROWS = 300_000  # exact k-NN (faiss IndexFlatIP) up to this many rows, an IVF index above
-SEARCH_CHUNK = 16_384     # query rows per faiss search call: bounds the (chunk, k) result buffers
+SEARCH_CHUNK = 16_384     # rows per slice of X added to or searched in faiss: bounds the float32 copies
 
 
 def unit_rows(X: np.ndarray) -> np.ndarray:
@@ -94,54 +95,62 @@ def unit_rows(X: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(X / np.maximum(norms, 1e-12))
 
 
-def knn_index(unit: np.ndarray, exact_max: int = EXACT_MAX_ROWS, nprobe: int = 32, seed: int = 0) -> faiss.Index:
-    """A faiss inner-product index over unit rows: exact (IndexFlatIP) up to `exact_max` rows; above, IndexIVFFlat
-    with 4 sqrt(n) lists trained by k-means on a seeded sample, searching `nprobe` lists (approximate: see
-    knn_recall)."""
-    n, d = unit.shape
+def unit_slices(X) -> Iterator[tuple[int, np.ndarray]]:
+    """(start, unit_rows(X[start:start + SEARCH_CHUNK])) over X's rows: X is only sliced (an array, or data.Rows over
+    a memory-mapped matrix), so no float32 copy of the whole of X is made."""
+    for start in range(0, len(X), SEARCH_CHUNK):
+        yield start, unit_rows(X[start:start + SEARCH_CHUNK])
+
+
+def knn_index(X, exact_max: int = EXACT_MAX_ROWS, nprobe: int = 32, seed: int = 0) -> faiss.Index:
+    """A faiss inner-product index over the unit rows of X (read in slices): exact (IndexFlatIP) up to `exact_max`
+    rows; above, IndexIVFFlat with 4 sqrt(n) lists trained by k-means on a seeded sample, searching `nprobe` lists
+    (approximate: see knn_recall)."""
+    n, d = X.shape
     if n <= exact_max:
         index = faiss.IndexFlatIP(d)
     else:
         nlist = int(4 * math.sqrt(n))
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
         index.cp.seed = seed
-        sample = np.random.default_rng(seed).choice(n, min(n, 64 * nlist), replace=False)
-        index.train(unit[np.sort(sample)])
+        sample = np.sort(np.random.default_rng(seed).choice(n, min(n, 64 * nlist), replace=False))
+        index.train(np.concatenate([unit[sample[(sample >= start) & (sample < start + len(unit))] - start]
+                                    for start, unit in unit_slices(X)]))
         index.nprobe = nprobe
-    index.add(unit)
+    for _, unit in unit_slices(X):
+        index.add(unit)
     return index
 
 
-def search_without_self(index: faiss.Index, unit: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
-    """(len(rows), k) int64: the k nearest indexed rows of unit[rows] other than the row itself, nearest first.
-    A row absent from its own result (an exact duplicate ranked first, or an approximate index) loses its k+1-th."""
-    out = np.empty((len(rows), k), dtype=np.int64)
-    for start in range(0, len(rows), SEARCH_CHUNK):
-        chunk = rows[start:start + SEARCH_CHUNK]
-        _, found = index.search(unit[chunk], k + 1)
-        if (found < 0).any():
-            raise RuntimeError(f"the k-NN index returned fewer than {k + 1} neighbours; raise nprobe")
-        keep = found != chunk[:, None]
-        keep[keep.all(axis=1), -1] = False
-        out[start:start + len(chunk)] = found[keep].reshape(len(chunk), k)
-    return out
+def search_without_self(index: faiss.Index, queries: np.ndarray, ids: np.ndarray, k: int) -> np.ndarray:
+    """(len(ids), k) int64: the k nearest indexed rows of the unit rows `queries` (indexed as `ids`) other than the
+    row itself, nearest first. A row absent from its own result (an exact duplicate ranked first, or an approximate
+    index) loses its k+1-th."""
+    _, found = index.search(queries, k + 1)
+    if (found < 0).any():
+        raise RuntimeError(f"the k-NN index returned fewer than {k + 1} neighbours; raise nprobe")
+    keep = found != ids[:, None]
+    keep[keep.all(axis=1), -1] = False
+    return found[keep].reshape(len(ids), k)
 
 
-def knn_graph(X: np.ndarray, k: int, exact_max: int = EXACT_MAX_ROWS) -> np.ndarray:
+def knn_graph(X, k: int, exact_max: int = EXACT_MAX_ROWS) -> np.ndarray:
     """(n, k) int64 indices of each row's k most cosine-similar other rows, nearest first (faiss; exact up to
-    `exact_max` rows, see knn_index)."""
-    unit = unit_rows(X)
-    if not 1 <= k < len(unit):
-        raise ValueError(f"k = {k} neighbours need more than k rows, got {len(unit)}")
-    return search_without_self(knn_index(unit, exact_max), unit, np.arange(len(unit)), k)
+    `exact_max` rows, see knn_index). X is read in row slices X[a:b] (see unit_slices)."""
+    if not 1 <= k < len(X):
+        raise ValueError(f"k = {k} neighbours need more than k rows, got {len(X)}")
+    index = knn_index(X, exact_max)
+    out = np.empty((len(X), k), dtype=np.int64)
+    for start, unit in unit_slices(X):
+        out[start:start + len(unit)] = search_without_self(index, unit, np.arange(start, start + len(unit)), k)
+    return out
 
 
 def knn_recall(X: np.ndarray, neighbours: np.ndarray, sample: int = 1000, seed: int = 0) -> float:
     """Recall of a k-NN graph against exact search, on `sample` seeded random rows: the mean fraction of each
     row's exact k nearest other rows that its list holds."""
-    unit = unit_rows(X)
-    rows = np.sort(np.random.default_rng(seed).choice(len(unit), min(sample, len(unit)), replace=False))
-    exact = search_without_self(knn_index(unit, exact_max=len(unit)), unit, rows, neighbours.shape[1])
+    rows = np.sort(np.random.default_rng(seed).choice(len(X), min(sample, len(X)), replace=False))
+    exact = search_without_self(knn_index(X, exact_max=len(X)), unit_rows(X[rows]), rows, neighbours.shape[1])
     hits = (neighbours[rows][:, :, None] == exact[:, None, :]).any(axis=2)
     return float(hits.mean())
 

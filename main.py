@@ -24,7 +24,7 @@ import torch
 import baselines
 import distributed
 from arguments import ArgError, parse_args
-from data import DataError, Dataset, Split, load_dataset, make_splits, standardise
+from data import DataError, Dataset, Rows, Split, chunk_rows, load_dataset, make_splits, standardised_rows
 from evaluate import evaluate_codes
 from graph import diffusion_map, knn_graph
 from losses import hagcn_loss
@@ -94,19 +94,27 @@ class GlobalGraph:
     coords: torch.Tensor | None
 
 
-def global_graph(X_train: np.ndarray, args, cache_dir: Path | None = None) -> GlobalGraph:
+def rows_digest(X: Rows | np.ndarray) -> str:
+    """sha1 of the rows as one C-contiguous float32 array, read in chunks."""
+    h = hashlib.sha1()
+    step = chunk_rows(X.shape[1])
+    for start in range(0, len(X), step):
+        h.update(np.ascontiguousarray(X[start:start + step], dtype=np.float32).view(np.uint8))
+    return h.hexdigest()
+
+
+def global_graph(X_train: Rows | np.ndarray, args, cache_dir: Path | None = None) -> GlobalGraph:
     """Each training row's graph_width(args) nearest training rows (cosine, faiss: graph.knn_graph) and the diffusion
     map of the --knn graph (graph.diffusion_map). Kept in `cache_dir` under a hash of the rows and the settings, so
     every filter, code length and later run of a fold shares one build; under torchrun rank 0 builds it and the
-    other ranks read the cache."""
+    other ranks read the cache. X_train is read in row slices."""
     k = min(graph_width(args), len(X_train) - 1)
     if k < 1:
         return GlobalGraph(None, None)
     dims = (args.diffusion_dims, args.diffusion_t, args.knn) if uses_diffusion(args) else None
     if cache_dir is None:
         return as_global_graph(graph_arrays(X_train, k, dims, args))
-    rows = hashlib.sha1(np.ascontiguousarray(X_train).view(np.uint8)).hexdigest()
-    path = cache_dir / f"graph-{hashlib.sha1(f'{rows} {k} {dims}'.encode()).hexdigest()[:16]}.npz"
+    path = cache_dir / f"graph-{hashlib.sha1(f'{rows_digest(X_train)} {k} {dims}'.encode()).hexdigest()[:16]}.npz"
     if is_writer() and not path.is_file():
         cache_dir.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.npz")
@@ -117,7 +125,7 @@ def global_graph(X_train: np.ndarray, args, cache_dir: Path | None = None) -> Gl
         return as_global_graph(z)
 
 
-def graph_arrays(X_train: np.ndarray, k: int, dims: tuple | None, args) -> dict[str, np.ndarray]:
+def graph_arrays(X_train: Rows | np.ndarray, k: int, dims: tuple | None, args) -> dict[str, np.ndarray]:
     """The arrays global_graph caches: 'neighbours' and, when `dims` is given, 'coords'."""
     t0 = time.perf_counter()
     arrays = {"neighbours": knn_graph(X_train, k)}
@@ -134,11 +142,12 @@ def as_global_graph(arrays) -> GlobalGraph:
                        torch.from_numpy(arrays["coords"]) if "coords" in arrays else None)
 
 
-def fit_and_encode(method: str, task: str, bits: int, X: np.ndarray, y: np.ndarray, split: Split,
+def fit_and_encode(method: str, task: str, bits: int, X: Rows, y: np.ndarray, split: Split,
                    n_classes: int, args, run_dir: Path, desc: str,
                    graph: Callable[[], GlobalGraph]) -> tuple[np.ndarray, np.ndarray, float]:
     """Fit on the training split only; return the query codes, database codes and training seconds.
-    `graph()` gives the training rows' global neighbourhood graph (built once per fold, by the first deep run)."""
+    `graph()` gives the training rows' global neighbourhood graph (built once per fold, by the first deep run).
+    Deep methods read X's rows batch by batch; the closed-form baselines take their split's rows in RAM."""
     if method in baselines.CLOSED_FORM:
         t0 = time.perf_counter()
         coder = baselines.CLOSED_FORM[method]().fit(X[split.train], bits, args.seed)
@@ -153,10 +162,9 @@ def fit_and_encode(method: str, task: str, bits: int, X: np.ndarray, y: np.ndarr
         model, loss_fn = baselines.build_deep(method, X.shape[1], bits, n_classes, args)
     device = torch.device(args.device)
     model.to(device)
-    X_all = torch.from_numpy(X).to(device)
     y_train = torch.from_numpy(y[split.train]).to(device)
     g = graph()
-    seconds = train(model, loss_fn, X_all[torch.from_numpy(split.train).to(device)], y_train,
+    seconds = train(model, loss_fn, X.subset(split.train), y_train,
                     num_epochs=args.num_epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                     desc=desc, checkpoint=run_dir / "checkpoint.pt", resume=args.resume,
                     neighbours=g.neighbours[:, :args.neighbour_pool] if args.batch_group > 1 else None,
@@ -164,22 +172,19 @@ def fit_and_encode(method: str, task: str, bits: int, X: np.ndarray, y: np.ndarr
                     edges=g.neighbours[:, :args.knn].to(device) if args.graph_edges == "global" else None,
                     coords=g.coords.to(device) if g.coords is not None else None, history=run_dir / "epochs.csv",
                     tensorboard=args.tensorboard, precision=args.precision)
-    to_dev = lambda idx: X_all[torch.from_numpy(idx).to(device)]
-    return encode(model, to_dev(split.query)), encode(model, to_dev(split.db)), seconds
+    return encode(model, X.subset(split.query)), encode(model, X.subset(split.db)), seconds
 
 
-def save_codes(path: Path, data: Dataset, split: Split, q_bits: np.ndarray, db_bits: np.ndarray) -> None:
+def save_codes(path: Path, data: Dataset, split: Split, q_bits: np.ndarray, db_bits: np.ndarray, rows: Rows) -> None:
     """Packed bits (np.packbits along each row) with labels and item names, for reuse by other tools, and the
-    training split's standardisation statistics (as data.standardise computes them) to encode new queries."""
+    training split's standardisation statistics (`rows`' mean and std) to encode new queries."""
     tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.npz")
-    train_mean, train_std = data.X[split.train].mean(axis=0), data.X[split.train].std(axis=0)
-    train_std[train_std < 1e-8] = 1.0
     np.savez(tmp, query_codes=np.packbits(q_bits, axis=1), db_codes=np.packbits(db_bits, axis=1),
              n_bits=q_bits.shape[1], query_labels=data.y[split.query], db_labels=data.y[split.db],
              query_index=split.query, db_index=split.db,
              query_items=np.asarray([data.items[i] for i in split.query]),
              db_items=np.asarray([data.items[i] for i in split.db]), classes=np.asarray(data.classes),
-             train_mean=train_mean, train_std=train_std)
+             train_mean=rows.mean, train_std=rows.std)
     os.replace(tmp, path)
 
 
@@ -214,9 +219,9 @@ class Cell:
 
 @dataclass
 class Fold:
-    """One fold's split, its standardised features and (lazily) its training rows' global neighbourhood graph."""
+    """One fold's split, its standardised rows and (lazily) its training rows' global neighbourhood graph."""
     split: Split
-    X: np.ndarray
+    rows: Rows
     graph: Callable[[], GlobalGraph]
 
 
@@ -283,7 +288,7 @@ def run_cell(cell: Cell, fold: Fold, data: Dataset, args, log: ResultsLog, env: 
         q_bits, db_bits = reuse_trained(source, run_dir)
         seconds = float(log.done[source.name]["train_seconds"])
     else:
-        q_bits, db_bits, seconds = fit_and_encode(cell.method, cell.task, cell.bits, fold.X, data.y, fold.split,
+        q_bits, db_bits, seconds = fit_and_encode(cell.method, cell.task, cell.bits, fold.rows, data.y, fold.split,
                                                   len(data.classes), args, run_dir, cell.desc, fold.graph)
     split = fold.split
     metrics = evaluate_codes(q_bits, db_bits, data.y[split.query], data.y[split.db], args.topk or None,
@@ -291,7 +296,8 @@ def run_cell(cell: Cell, fold: Fold, data: Dataset, args, log: ResultsLog, env: 
     row = result_row(cell, args, data, metrics, seconds, run_id)
     record = {"settings": settings, "args": vars(args), "environment": env, "trained_in": (source or run_dir).name,
               "metrics": {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in metrics.items()}}
-    log.add(row, train_id, run_dir, record, partial(save_codes, run_dir / "codes.npz", data, split, q_bits, db_bits))
+    log.add(row, train_id, run_dir, record,
+            partial(save_codes, run_dir / "codes.npz", data, split, q_bits, db_bits, fold.rows))
     note(f"{cell.desc}: mAP@{args.topk or 'all'} {metrics['map']:.4f} ({seconds:.1f} s)")
     return row
 
@@ -306,8 +312,8 @@ def run_grid(args) -> list[dict]:
     distributed.barrier()  # every rank has read results.csv before rank 0 adds to it
     rows = []
     for index, split in enumerate(splits):
-        X = standardise(data.X, split.train)
-        fold = Fold(split, X, cache(partial(global_graph, X[split.train], args, log_dir / "graphs")))
+        X = standardised_rows(data.X, split.train)
+        fold = Fold(split, X, cache(partial(global_graph, X.subset(split.train), args, log_dir / "graphs")))
         rows += [run_cell(cell, fold, data, args, log, env) for cell in grid_cells(args, index)]
     return rows
 

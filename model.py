@@ -10,6 +10,7 @@ import math
 import torch
 import torch.nn as nn
 
+from data import RowSource
 from graph import FILTERS, batch_graph, normalised_graph
 
 
@@ -22,8 +23,9 @@ class HashModel(nn.Module):
     def set_epoch(self, epoch: int, num_epochs: int) -> None:
         """Advance training schedules (continuation parameters); the default has none."""
 
-    def prepare(self, X: torch.Tensor, y: torch.Tensor) -> None:
-        """Fit what must exist before the loop starts (e.g. SHC's hash centres); the default needs nothing."""
+    def prepare(self, X: RowSource, y: torch.Tensor) -> None:
+        """Fit what must exist before the loop starts (e.g. SHC's hash centres) from the training rows X (X[:] reads
+        them all: a tensor, an array or data.Rows) and labels y; the default needs nothing."""
 
     def hash_logits(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -210,8 +212,8 @@ class SHC(MLPHashHead):
         h = self.head(x)
         return {"logits": h, "centers": self.centers}
 
-    def prepare(self, X: torch.Tensor, y: torch.Tensor) -> None:
-        sim = self.fit_class_similarity(X, y)
+    def prepare(self, X: RowSource, y: torch.Tensor) -> None:
+        sim = self.fit_class_similarity(torch.as_tensor(X[:], device=y.device), y)
         centers = self.make_centers(sim)
         self.class_similarity.copy_(sim.to(self.class_similarity.device))
         self.centers.copy_(centers.to(self.centers.device))

@@ -16,6 +16,7 @@ import torch
 from tqdm import tqdm
 
 import distributed
+from data import RowSource
 from graph import batch_adjacency
 from losses import total
 from model import HashModel
@@ -146,16 +147,17 @@ def as_terms(value: dict[str, torch.Tensor] | torch.Tensor) -> dict[str, torch.T
     return value if isinstance(value, dict) else {"loss": value}
 
 
-def train(model: HashModel, loss_fn: LossFn, X: torch.Tensor, y: torch.Tensor, *, num_epochs: int,
+def train(model: HashModel, loss_fn: LossFn, X: RowSource, y: torch.Tensor, *, num_epochs: int,
           batch_size: int, lr: float, seed: int, desc: str, checkpoint: Path | None = None,
           resume: bool = False, neighbours: torch.Tensor | None = None, group: int = 1,
           edges: torch.Tensor | None = None, coords: torch.Tensor | None = None, history: Path | None = None,
           tensorboard: bool = False, precision: str = "fp32") -> float:
-    """Adam on mini-batches of the training rows (X, y already on the device); returns training seconds.
+    """Adam on mini-batches of the training rows; returns training seconds. Each batch's rows are read from X
+    (X[index array], e.g. data.Rows over a memory map) and moved to y's device, where y and the model already are.
 
     Batches are shuffled partitions, or neighbourhood batches when `neighbours` is given (see epoch_batches).
     They come from a generator seeded with `seed`, so the same seed gives the same model. `edges` (n, k), the global
-    k-NN graph of the training rows, and `coords` (n, c), their diffusion coordinates in it (both on X's device),
+    k-NN graph of the training rows, and `coords` (n, c), their diffusion coordinates in it (both on y's device),
     reach a model that `uses_graph` restricted to each batch (graph_inputs). `loss_fn` returns a scalar or a dict of
     named terms whose sum is minimised; each term's epoch mean goes to `history` (epochs.csv).
     Adam is the fused kernel (one pass over all parameters; the single-tensor default was a quarter of a CPU step).
@@ -164,6 +166,7 @@ def train(model: HashModel, loss_fn: LossFn, X: torch.Tensor, y: torch.Tensor, *
     batch graph; DistributedDataParallel averages the gradients, so every rank holds the same model, and rank 0
     alone writes the checkpoint and `history` (the loss terms averaged over the ranks).
     """
+    device = y.device
     opt = torch.optim.Adam(model.parameters(), lr=lr, fused=True)
     gen = torch.Generator().manual_seed(seed)
     start, seconds = 0, 0.0
@@ -184,11 +187,13 @@ def train(model: HashModel, loss_fn: LossFn, X: torch.Tensor, y: torch.Tensor, *
         t0 = time.perf_counter()
         model.set_epoch(epoch, num_epochs)
         sums: dict[str, torch.Tensor] = {}
-        for step, batch in enumerate(epoch_batches(len(X), batch_size, gen, neighbours, group, X.device)):
-            idx = rank_share(batch, group, rank, world) if world > 1 else batch
-            xb, yb = X[idx], y[idx]
-            with torch.autocast(X.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-                out = net(xb, **graph_inputs(idx, edges, coords, X.dtype)) if model.uses_graph else net(xb)
+        for step, batch in enumerate(epoch_batches(len(X), batch_size, gen, neighbours, group)):
+            rows = rank_share(batch, group, rank, world) if world > 1 else batch
+            xb = torch.as_tensor(X[rows.numpy()], device=device)
+            idx = rows.to(device)
+            yb = y[idx]
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                out = net(xb, **graph_inputs(idx, edges, coords, xb.dtype)) if model.uses_graph else net(xb)
                 terms = as_terms(loss_fn(out, xb, yb))
             loss = total(terms)
             if not torch.isfinite(loss):
@@ -217,10 +222,12 @@ def train(model: HashModel, loss_fn: LossFn, X: torch.Tensor, y: torch.Tensor, *
 
 
 @torch.no_grad()
-def encode(model: HashModel, X: torch.Tensor, batch_size: int = 4096) -> np.ndarray:
-    """{0,1} uint8 codes (n, L), each item encoded on its own (inductive). Under torchrun each rank encodes a
-    contiguous slice of the rows and every rank gets all the codes, in order."""
+def encode(model: HashModel, X: RowSource, batch_size: int = 4096) -> np.ndarray:
+    """{0,1} uint8 codes (n, L), each item encoded on its own (inductive); X is read batch_size rows at a time.
+    Under torchrun each rank encodes a contiguous slice of the rows and every rank gets all the codes, in order."""
     model.eval()
-    part = X.tensor_split(distributed.world_size())[distributed.rank()]
-    codes = torch.cat([model.codes(xb) for xb in part.split(batch_size)]).cpu().numpy().astype(np.uint8)
-    return distributed.gather_rows(codes)
+    device = next(model.parameters()).device
+    lo, hi = (len(X) * r // distributed.world_size() for r in (distributed.rank(), distributed.rank() + 1))
+    codes = [model.codes(torch.as_tensor(X[start:min(start + batch_size, hi)], device=device)).cpu().numpy()
+             for start in range(lo, hi, batch_size)]
+    return distributed.gather_rows(np.concatenate(codes).astype(np.uint8))

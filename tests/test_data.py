@@ -180,6 +180,130 @@ def test_standardise_uses_training_statistics_only():
     assert np.all(Z[60:, :3] > 100) and np.all(Z[:, 3] == 0) and np.isfinite(Z).all()
 
 
+def test_training_statistics_in_chunks_are_bitwise_numpys(monkeypatch):
+    """Chunked float32 passes give exactly numpy's mean and std of the training rows, whatever the chunk size."""
+    rng = np.random.default_rng(1)
+    X = (rng.normal(2.0, 3.0, (503, 6)) ** 3).astype(np.float32)
+    train = np.sort(rng.choice(503, 400, replace=False))
+    for chunk_rows in (7, 64, 1000):
+        monkeypatch.setattr(data, "CHUNK_BYTES", chunk_rows * 6 * 4)
+        mean, std = data.training_statistics(X, train)
+        assert np.array_equal(mean, X[train].mean(axis=0)) and np.array_equal(std, X[train].std(axis=0))
+        assert np.array_equal(data.standardise(X, train), (X - X[train].mean(0)) / X[train].std(0))
+
+
+def test_rows_gather_any_order_and_subsets_compose():
+    X = np.arange(40, dtype=np.float32).reshape(10, 4)
+    rows = data.Rows(X, np.full(4, 1, np.float32), np.full(4, 2, np.float32))
+    idx = np.array([7, 2, 9, 2])
+    assert np.array_equal(rows[idx], (X[idx] - 1) / 2) and rows[idx].dtype == np.float32
+    sub = rows.subset(np.array([8, 3, 5]))
+    assert len(sub) == 3 and sub.shape == (3, 4)
+    assert np.array_equal(sub[1:], (X[[3, 5]] - 1) / 2)
+    assert np.array_equal(sub[np.array([2, 0])], rows[np.array([5, 8])])
+
+
+def mapped_rss_kib(path) -> int:
+    """Resident KiB of this process's mappings of `path` (/proc/self/smaps)."""
+    total, inside = 0, False
+    for line in open("/proc/self/smaps"):
+        if line[0] in "0123456789abcdef" and "-" in line.split()[0]:
+            inside = line.rstrip().endswith(str(path))
+        elif inside and line.startswith("Rss:"):
+            total += int(line.split()[1])
+    return total
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/smaps"), reason="reads /proc/self/smaps (Linux)")
+def test_rows_of_a_memory_map_give_its_pages_back(tmp_path, monkeypatch):
+    """Passes through Rows leave almost nothing of a memory-mapped matrix resident; the same passes on the bare
+    memory map leave all of it (the check can fail)."""
+    path = tmp_path / "features.npy"
+    np.save(path, np.random.default_rng(0).normal(size=(16384, 512)).astype(np.float16))  # 16 MiB
+    X = np.load(path, mmap_mode="r")
+    rows = data.Rows(X)
+    assert rows.mapped is not None and data.mapped_file(np.zeros(3)) is None
+    for start in range(0, len(rows), 1024):
+        assert np.array_equal(rows[start:start + 1024], X[start:start + 1024].astype(np.float32))
+    for batch in np.random.default_rng(0).permutation(len(rows)).reshape(-1, 128):
+        rows[batch]
+    assert mapped_rss_kib(path) <= 4 << 10
+    for start in range(0, len(X), 1024):
+        np.asarray(X[start:start + 1024], dtype=np.float32)
+    assert mapped_rss_kib(path) >= 15 << 10
+
+
+# ----------------------------------------------------------------------------- packed folders
+
+def mixed_folder(root):
+    """A per-class folder in the order load_folder reads it: classes 'a' then 'b', (1, d) and (d,) files."""
+    rng = np.random.default_rng(0)
+    return write_folder(root, {"b": [rng.normal(size=5).astype(np.float32) for _ in range(3)],
+                               "a": [rng.normal(size=(1, 5)) for _ in range(4)]})
+
+
+def test_pack_round_trip_is_memory_mapped_with_labels_and_names(tmp_path, capsys):
+    root = mixed_folder(tmp_path / "emb")
+    assert data.main(["pack", "--root_dir", str(root), "--out", str(tmp_path / "packed"), "--dtype", "float32"]) == 0
+    assert "--root_dir " + str(tmp_path / "packed") in capsys.readouterr().out
+    folder, packed = data.load_folder(root, use_cache=False), data.load_dataset("folder", str(tmp_path / "packed"))
+    assert isinstance(packed.X, np.memmap) and packed.X.dtype == np.float32
+    assert np.array_equal(packed.X, folder.X) and np.array_equal(packed.y, folder.y) and packed.y.dtype == np.int64
+    assert packed.classes == folder.classes == ["a", "b"] and packed.items == folder.items and packed.name == "emb"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["emb", "packed"]  # no temporary folder left
+    assert sorted(p.name for p in (tmp_path / "packed").iterdir()) == ["features.npy", "items.txt", "labels.npy",
+                                                                       "pack.json"]
+
+
+def test_pack_float16_halves_the_file_and_reads_back_as_float32(tmp_path):
+    root = mixed_folder(tmp_path / "emb")
+    data.pack_folder(root, tmp_path / "p16")
+    folder, packed = data.load_folder(root, use_cache=False), data.load_dataset("folder", str(tmp_path / "p16"))
+    assert packed.X.dtype == np.float16 and np.array_equal(packed.X, folder.X.astype(np.float16))
+    rows = data.standardised_rows(packed.X, np.arange(7))
+    assert rows[:].dtype == np.float32
+    assert np.array_equal(rows[:], data.standardise(folder.X.astype(np.float16).astype(np.float32), np.arange(7)))
+
+
+@pytest.mark.parametrize("case, named", [
+    ("no_folder", "--root_dir"), ("mixed_shapes", os.path.join("b", "item_0000.npy: embedding shape (5,)")),
+    ("non_finite", os.path.join("b", "item_0001.npy: contains NaN")),
+    ("float16_overflow", os.path.join("a", "item_0000.npy: values beyond the float16 range")),
+    ("existing_out", "--out"), ("unwritable_out", "--out")])
+def test_pack_bad_input_is_one_line_exit_2_and_leaves_nothing(tmp_path, capsys, case, named):
+    root = tmp_path / "emb"
+    vectors = [np.ones(4, np.float32), np.ones(4, np.float32), np.ones(4, np.float32)]
+    if case == "mixed_shapes":
+        vectors[1] = np.ones(5, np.float32)
+    if case == "non_finite":
+        vectors[2] = np.array([1, np.nan, 0, 0], np.float32)
+    if case == "float16_overflow":
+        vectors[0] = np.array([1e5, 0, 0, 0], np.float32)
+    if case != "no_folder":
+        write_folder(root, {"a": vectors[:1], "b": vectors[1:]})
+    out = tmp_path / "packed"
+    if case == "existing_out":
+        out.mkdir()
+    if case == "unwritable_out":
+        (tmp_path / "file").write_text("x")
+        out = tmp_path / "file" / "packed"
+    before = sorted(tmp_path.iterdir())
+    assert data.main(["pack", "--root_dir", str(root), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and named in err[0], err
+    assert sorted(tmp_path.iterdir()) == before  # nothing half-written
+
+
+def test_damaged_packed_folder_is_a_data_error(tmp_path):
+    data.pack_folder(mixed_folder(tmp_path / "emb"), tmp_path / "packed")
+    np.save(tmp_path / "packed" / "labels.npy", np.zeros(6, np.int64))
+    with pytest.raises(data.DataError, match="labels.npy must hold 7 int64 labels"):
+        data.load_dataset("folder", str(tmp_path / "packed"))
+    (tmp_path / "packed" / "pack.json").write_text("{")
+    with pytest.raises(data.DataError, match="unreadable pack.json"):
+        data.load_dataset("folder", str(tmp_path / "packed"))
+
+
 # ----------------------------------------------------------------------------- feature matrix and multi-label data
 
 def save_matrix(tmp_path, X, Y, names=None):
@@ -216,7 +340,7 @@ def test_non_finite_check_reads_chunks_and_names_the_row(tmp_path, monkeypatch):
     X[37, 2] = np.inf
     f, l, _ = save_matrix(tmp_path, X, np.zeros(50, np.int64))
     seen = []
-    monkeypatch.setattr(data, "FINITE_CHECK_BYTES", 10 * 4 * 4)  # 10 rows per chunk
+    monkeypatch.setattr(data, "CHUNK_BYTES", 10 * 4 * 4)  # 10 rows per chunk
     real_isfinite = np.isfinite
     monkeypatch.setattr(np, "isfinite", lambda a: seen.append(len(a)) or real_isfinite(a))
     with pytest.raises(data.DataError, match="row 37 contains NaN or Inf"):
