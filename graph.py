@@ -7,6 +7,8 @@ To add a filter: subclass nn.Module with forward(z, graph) -> z3 and register it
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 from dataclasses import dataclass, field
 
@@ -87,7 +89,7 @@ EXACT_MAX_ROWS = 300_000  # exact k-NN up to this many rows, an IVF index above 
 ROW_CHUNK = 65_536        # rows read from X, normalised and added at a time: bounds the float32 copies of X
 QUERY_CHUNK = 131_072     # query rows per IVF pass over the inverted lists (0.5 GB float32 at d = 768)
 TRAIN_PER_LIST = 50       # k-means training rows per inverted list (faiss asks for at least 39)
-IVF_NPROBE = 24           # inverted lists searched per row: recall@10 >= 0.9 at 1M rows (bench/knn_graph.py)
+IVF_NPROBE = 48           # inverted lists searched per row: recall@10 0.85 at 1M rows (bench/knn_graph.py --sweep)
 
 
 def unit_rows(X: np.ndarray) -> np.ndarray:
@@ -165,7 +167,8 @@ def ivf_knn_graph(X, k: int, nlist: int, nprobe: int) -> np.ndarray:
     index.nprobe = min(nprobe, nlist)
     out = np.empty((len(X), k), dtype=np.int64)
     for start, unit in unit_chunks(X, QUERY_CHUNK):
-        _, found = big_batch_search(index, unit, k + 1)
+        with contextlib.redirect_stdout(io.StringIO()):     # it prints progress whatever `verbose` says
+            _, found = big_batch_search(index, unit, k + 1, verbose=1)
         out[start:start + len(unit)] = drop_self(found, np.arange(start, start + len(unit)), k)
     return out
 

@@ -14,7 +14,7 @@ bench prints that fraction), and the IVF cells cut through components. With well
     python bench/knn_graph.py                      # 1M rows: times k = 10 and k = 50, recall on 100k and at 1M
 Peak RSS counts the memmap's pages that are resident (file-backed, reclaimable) with the process's own memory.
     python bench/knn_graph.py --sweep              # recall@10 against nprobe at 1M (how IVF_NPROBE was chosen)
-    python bench/knn_graph.py --rows 200000        # smaller
+    python bench/knn_graph.py --graph_rows 200000 --exact_max 0 --ks 10   # graph of 200k of the 1M rows
 """
 from __future__ import annotations
 
@@ -147,10 +147,13 @@ def sweep(n: int, nprobes: list[int], threads: int, sample: int = 1000) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--rows", type=int, default=1_000_000)
+    p.add_argument("--rows", type=int, default=1_000_000, help="rows of the mixture")
+    p.add_argument("--graph_rows", type=int, help="time the full-size graphs on the first GRAPH_ROWS rows only")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--sample_rows", type=int, default=100_000, help="the sample graph of the issue's recall target")
     p.add_argument("--recall_rows", type=int, default=2000, help="rows whose lists are checked against brute force")
+    p.add_argument("--exact_max", type=int, default=300_000, help="graph.knn_graph's exact_max for the full-size runs")
+    p.add_argument("--ks", type=int, nargs="+", default=[10, 50], help="neighbours per row of the full-size runs")
     p.add_argument("--sweep", type=int, nargs="*", help="nprobe values: recall@10 against nprobe instead")
     p.add_argument("--child", help=argparse.SUPPRESS)
     a = p.parse_args()
@@ -158,24 +161,24 @@ def main() -> None:
         print(json.dumps(child(json.loads(a.child))))
         return
     if a.sweep is not None:
-        sweep(a.rows, a.sweep or [8, 16, 24, 32, 48, 64], a.threads)
+        sweep(a.rows, a.sweep or [16, 32, 48], a.threads)
         return
     X, labels = dataset(a.rows)
     print(f"synthetic mixture {a.rows} x {DIM} float16 memmap, {a.rows // PER_COMPONENT} components, "
           f"{a.threads} threads, load {os.getloadavg()[0]:.2f}: {json.dumps(difficulty(X, labels))}")
     base = {"dataset_rows": a.rows, "threads": a.threads}
-    m = a.sample_rows
+    m, n = a.sample_rows, a.graph_rows or a.rows
     r = run_child({**base, "rows": m, "k": 10, "exact_max": 0, "recall_sample": a.recall_rows})
     print(f"first {m} rows (a random sample: rows are drawn independently), k = 10, IVF forced: wall "
           f"{r['wall_s']:.1f} s, CPU {r['cpu_s']:.1f} s, peak RSS {r['peak_rss_mib']:.0f} MiB, load "
           f"{r['load_1min']:.2f}; recall@10 on {a.recall_rows} of its rows against brute force over the {m}: "
           f"{r['recall@k']:.4f}", flush=True)
-    for k in (10, 50):
-        r = run_child({**base, "rows": a.rows, "k": k, "exact_max": 300_000,
+    for k in a.ks:
+        r = run_child({**base, "rows": n, "k": k, "exact_max": a.exact_max,
                        "recall_sample": a.recall_rows if k == 10 else 0})
-        recall = (f"; recall@10 on {a.recall_rows} random rows against brute force over all {a.rows}: "
+        recall = (f"; recall@10 on {a.recall_rows} random rows against brute force over all {n}: "
                   f"{r['recall@k']:.4f}" if k == 10 else "")
-        print(f"{a.rows} rows, k = {k}: wall {r['wall_s']:.1f} s, CPU {r['cpu_s']:.1f} s (CPU / {a.threads} = "
+        print(f"{n} rows, k = {k}: wall {r['wall_s']:.1f} s, CPU {r['cpu_s']:.1f} s (CPU / {a.threads} = "
               f"{r['cpu_s'] / a.threads:.1f} s), peak RSS {r['peak_rss_mib']:.0f} MiB, load {r['load_1min']:.2f}"
               f"{recall}", flush=True)
 
