@@ -76,8 +76,12 @@ def dataset(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 
 def usage() -> dict:
+    """CPU seconds and peak RSS of this process (VmHWM: getrusage's ru_maxrss keeps the parent's peak across
+    fork and exec, so a child would report the parent's memmap pages)."""
     ru = resource.getrusage(resource.RUSAGE_SELF)
-    return {"cpu_s": ru.ru_utime + ru.ru_stime, "peak_rss_mib": ru.ru_maxrss / 1024}
+    status = Path("/proc/self/status").read_text()
+    hwm_kib = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")))
+    return {"cpu_s": ru.ru_utime + ru.ru_stime, "peak_rss_mib": hwm_kib / 1024}
 
 
 def child(job: dict) -> dict:

@@ -227,7 +227,9 @@ def test_index_needs_whole_bytes(runs, tmp_path, capsys):
     odd = tmp_path / "odd_run"
     shutil.copytree(runs["itq"], odd)
     codes = saved(odd)
-    codes["n_bits"] = np.asarray(int(codes["n_bits"]) - 2)
+    codes["n_bits"] = np.asarray(int(codes["n_bits"]) - 2)      # drop the last two bits of every code
+    for key in ("db_codes", "query_codes"):
+        codes[key][:, -1] &= np.uint8(0xFC)
     np.savez(odd / "codes.npz", **codes)
     rc, err = run_main(["--checkpoint", odd, "--query_index", 0, "--index", "faiss-hnsw"], capsys)
     assert rc == 2 and len(err) == 1 and "--index faiss-hnsw" in err[0] and "divisible by 8" in err[0], err
