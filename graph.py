@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import faiss
@@ -99,7 +100,7 @@ def unit_rows(X: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(X / np.maximum(norms, 1e-12))
 
 
-def unit_chunks(X, chunk: int | None = None):
+def unit_chunks(X, chunk: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
     """(start, unit rows of X[start:start + chunk]) over X, which is read only through len(X), X.shape and
     contiguous slices: an array, a float16 memmap or any object with those serves."""
     chunk = chunk or ROW_CHUNK
