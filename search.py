@@ -9,8 +9,14 @@ codes, item names, labels and the training split's standardisation statistics). 
 label of an item, joined by '+', and marks the results that share a label with the query. `--query FILE.npy` is a raw
 embedding of shape (d,) or (1, d), as in the per-class folders: it is standardised with the training statistics
 and encoded by the model, item by item as in training. `--query_index I` takes item I of the run's query split
-and its saved code. The database is ranked by Hamming distance, ties going to the lower database index (as in
-evaluate.py). checkpoint.pt is a pickle: only search runs you trust.
+and its saved code. checkpoint.pt is a pickle: only search runs you trust.
+
+`--index` picks how the database is searched (binary_index builds the faiss ones; bench/search.py measures them):
+  exact       the project's ranking (evaluate.hamming_topk): Hamming distance, ties to the lower database index
+  faiss-flat  faiss IndexBinaryFlat: exact distances too, but items tied at a distance may come in another order
+  faiss-hnsw  faiss IndexBinaryHNSW (approximate: a graph walk, efSearch = max(HNSW_EF_SEARCH, topk))
+  faiss-ivf   faiss IndexBinaryIVF (approximate: sqrt(N) lists, IVF_NPROBE_SHARE of them searched)
+The faiss indexes work on whole bytes: they need a code length divisible by 8.
 """
 from __future__ import annotations
 
@@ -30,6 +36,12 @@ class SearchError(ValueError):
     """Bad input: printed as one line on stderr, exit status 2."""
 
 
+INDEXES = ("exact", "faiss-flat", "faiss-hnsw", "faiss-ivf")
+HNSW_M = 16                  # graph neighbours per node of IndexBinaryHNSW
+HNSW_EF_SEARCH = 256         # candidates kept during a query (raised to k): recall@10 0.97 at 1M (bench/search.py)
+IVF_NPROBE_SHARE = 0.05      # share of the IVF lists searched per query: recall@10 0.95 at 1M (bench/search.py)
+
+
 def parse(argv: list[str] | None) -> argparse.Namespace:
     p = Parser(description="Print the nearest database items of a query under a trained run's hash codes.")
     p.add_argument("--checkpoint", required=True, help="logs/runs/<run_id>/checkpoint.pt (or the run folder)")
@@ -37,6 +49,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     q.add_argument("--query", help="a raw embedding .npy of shape (d,) or (1, d)")
     q.add_argument("--query_index", type=int, help="item I of the run's query split (uses its saved code)")
     p.add_argument("--topk", type=int, default=10, help="number of database items to print")
+    p.add_argument("--index", choices=INDEXES, default="exact",
+                   help="exact: the project's Hamming ranking; faiss-flat: IndexBinaryFlat (exact distances); "
+                        "faiss-hnsw, faiss-ivf: approximate faiss indexes (see the module docstring)")
     args = p.parse_args(argv)
     if args.topk < 1:
         raise ArgError(f"--topk {args.topk}: must be at least 1")
@@ -149,13 +164,59 @@ def share_label(a: np.ndarray, b: np.ndarray) -> bool:
     return bool(a == b) if np.ndim(a) == 0 else bool(np.any((a > 0) & (b > 0)))
 
 
-def search(run: Run, query_bits: np.ndarray, topk: int) -> tuple[np.ndarray, np.ndarray]:
-    """(database positions, Hamming distances) of the topk nearest items, by (distance, index)."""
+def ivf_lists(n: int) -> int:
+    """Inverted lists of IndexBinaryIVF for n codes: sqrt(n), at most n / 39 (faiss's k-means wants 39 per list)."""
+    return max(1, min(int(np.sqrt(n)), n // 39))
+
+
+def binary_index(db_packed: np.ndarray, n_bits: int, kind: str, nprobe: int | None = None,
+                 ef_search: int = HNSW_EF_SEARCH):
+    """A filled faiss binary index of `kind` (faiss-flat, faiss-hnsw, faiss-ivf) over np.packbits codes
+    (n, n_bits / 8); `nprobe` (faiss-ivf, default IVF_NPROBE_SHARE of the lists) and `ef_search` (faiss-hnsw)."""
+    import faiss
+    if n_bits % 8:
+        raise SearchError(f"--index {kind}: faiss binary indexes need a code length divisible by 8, the run has "
+                          f"{n_bits} bits (use --index exact)")
+    db_packed = np.ascontiguousarray(db_packed, dtype=np.uint8)
+    if kind == "faiss-flat":
+        index = faiss.IndexBinaryFlat(n_bits)
+    elif kind == "faiss-hnsw":
+        index = faiss.IndexBinaryHNSW(n_bits, HNSW_M)
+        index.hnsw.efSearch = ef_search
+    elif kind == "faiss-ivf":
+        nlist = ivf_lists(len(db_packed))
+        index = faiss.IndexBinaryIVF(faiss.IndexBinaryFlat(n_bits), n_bits, nlist)
+        index.cp.seed = 0
+        sample = np.random.default_rng(0).choice(len(db_packed), min(len(db_packed), 50 * nlist), replace=False)
+        index.train(db_packed[np.sort(sample)])
+        index.nprobe = nprobe or max(1, round(IVF_NPROBE_SHARE * nlist))
+    else:
+        raise SearchError(f"--index {kind}: not one of {', '.join(INDEXES[1:])}")
+    index.add(db_packed)
+    return index
+
+
+def nearest(index, query_packed: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(indices int64 Q x k, distances int32 Q x k) from a faiss binary index, nearest first; an approximate index
+    that finds fewer than k items pads with index -1."""
+    if hasattr(index, "hnsw"):
+        index.hnsw.efSearch = max(index.hnsw.efSearch, k)
+    distances, indices = index.search(np.ascontiguousarray(query_packed, dtype=np.uint8), k)
+    return indices, distances
+
+
+def search(run: Run, query_bits: np.ndarray, topk: int, kind: str = "exact") -> tuple[np.ndarray, np.ndarray]:
+    """(database positions, Hamming distances) of the topk nearest items: by (distance, index) for `exact`, else
+    from binary_index(kind) (an approximate index may return fewer)."""
     from evaluate import from_packbits, hamming_topk
-    db = from_packbits(run.codes["db_codes"], run.n_bits)
     k = min(topk, len(run.codes["db_labels"]))
-    indices, distances = hamming_topk(query_bits, db, k)
-    return indices[0], distances[0]
+    if kind == "exact":
+        indices, distances = hamming_topk(query_bits, from_packbits(run.codes["db_codes"], run.n_bits), k)
+    else:
+        index = binary_index(run.codes["db_codes"], run.n_bits, kind)
+        indices, distances = nearest(index, np.packbits(query_bits, axis=1), k)
+    found = indices[0] >= 0
+    return indices[0][found], distances[0][found]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -174,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             query_bits = run.encode(run.standardise(read_vector(Path(args.query))))
             label, about = None, f"query {args.query}"
-        indices, distances = search(run, query_bits, args.topk)
+        indices, distances = search(run, query_bits, args.topk, args.index)
     except (ArgError, SearchError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

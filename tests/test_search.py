@@ -163,3 +163,75 @@ def test_multi_label_run_prints_every_label_and_marks_shared_ones(tmp_path, caps
         parts = line.split()
         assert parts[1] == str(codes["db_items"][j]) and parts[2] == names(codes["db_labels"][j])
         assert line.endswith("shares a label") == bool((codes["db_labels"][j] & query).any()), line
+
+
+# ----------------------------------------------------------------------------- --index: the faiss binary indexes
+
+def clustered_codes(n_db: int, n_query: int, n_bits: int = 64, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Packed (database, query) codes of a 40-component Gaussian mixture in 16 dimensions, by the signs of random
+    projections (SimHash): nearby points share most bits, so approximate indexes have neighbourhoods to find."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(40, 16))
+    X = centres[rng.integers(0, 40, n_db + n_query)] + 0.5 * rng.normal(size=(n_db + n_query, 16))
+    packed = np.packbits(X @ rng.normal(size=(16, n_bits)) > 0, axis=1)
+    return packed[n_query:], packed[:n_query]
+
+
+def hamming(query_packed: np.ndarray, db_packed: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """(Q, k) Hamming distances between each query and the database items `indices` lists for it."""
+    return np.unpackbits(query_packed[:, None, :] ^ db_packed[indices], axis=2).sum(axis=2)
+
+
+@pytest.mark.parametrize("n_bits", [16, 64])
+def test_faiss_flat_gives_the_exact_distances(n_bits):
+    from evaluate import from_packbits, hamming_topk
+    db, queries = clustered_codes(3000, 50, n_bits)
+    indices, distances = search.nearest(search.binary_index(db, n_bits, "faiss-flat"), queries, 20)
+    _, exact = hamming_topk(from_packbits(queries, n_bits), from_packbits(db, n_bits), 20)
+    np.testing.assert_array_equal(distances, exact)                  # the same distance profile; ties may reorder
+    np.testing.assert_array_equal(hamming(queries, db, indices), exact)
+
+
+@pytest.mark.parametrize("kind, bound", [("faiss-hnsw", 0.95), ("faiss-ivf", 0.9)])
+def test_approximate_indexes_reach_their_recall(kind, bound):
+    """recall@10 on clustered codes, a returned item counting when its distance is within the exact 10th
+    distance (ties at that distance are interchangeable); measured 1.0 (hnsw) and 0.998 (ivf)."""
+    from evaluate import from_packbits, hamming_topk
+    db, queries = clustered_codes(5000, 200)
+    indices, distances = search.nearest(search.binary_index(db, 64, kind), queries, 10)
+    _, exact = hamming_topk(from_packbits(queries, 64), from_packbits(db, 64), 10)
+    assert (indices >= 0).all()
+    np.testing.assert_array_equal(distances, hamming(queries, db, indices))   # true distances, nearest first
+    assert (np.diff(distances, axis=1) >= 0).all()
+    recall = (distances <= exact[:, -1:]).mean()
+    assert bound <= recall <= 1.0, recall
+
+
+@pytest.mark.parametrize("kind", ["faiss-flat", "faiss-hnsw", "faiss-ivf"])
+def test_index_flag_end_to_end(runs, capsys, kind):
+    """--index on a real run (32 bits): the printed distances are the items' true distances, nearest first, and
+    with faiss-flat they are the exact ranking's distance profile."""
+    codes = saved(runs["hagcn"])
+    assert search.main(["--checkpoint", str(runs["hagcn"]), "--query_index", "3", "--topk", "20", "--index", kind]) == 0
+    rows = table(capsys.readouterr().out)
+    n_bits = int(codes["n_bits"])
+    qb = np.unpackbits(codes["query_codes"][3])[:n_bits]
+    dist = dict(zip(map(str, codes["db_items"]), (np.unpackbits(codes["db_codes"], axis=1)[:, :n_bits] != qb).sum(1)))
+    assert [r[3] for r in rows] == [dist[r[1]] for r in rows] == sorted(r[3] for r in rows)
+    if kind == "faiss-flat":
+        assert [r[3] for r in rows] == sorted(dist.values())[:20]
+
+
+def test_index_needs_whole_bytes(runs, tmp_path, capsys):
+    """A code length that is not a multiple of 8 is one line naming --index and exit status 2; exact still works."""
+    odd = tmp_path / "odd_run"
+    shutil.copytree(runs["itq"], odd)
+    codes = saved(odd)
+    codes["n_bits"] = np.asarray(int(codes["n_bits"]) - 2)      # drop the last two bits of every code
+    for key in ("db_codes", "query_codes"):
+        codes[key][:, -1] &= np.uint8(0xFC)
+    np.savez(odd / "codes.npz", **codes)
+    rc, err = run_main(["--checkpoint", odd, "--query_index", 0, "--index", "faiss-hnsw"], capsys)
+    assert rc == 2 and len(err) == 1 and "--index faiss-hnsw" in err[0] and "divisible by 8" in err[0], err
+    rc, _ = run_main(["--checkpoint", odd, "--query_index", 0, "--index", "exact"], capsys)
+    assert rc == 0
