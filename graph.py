@@ -7,10 +7,9 @@ To add a filter: subclass nn.Module with forward(z, graph) -> z3 and register it
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import math
 from collections.abc import Iterator
+from typing import NamedTuple
 from dataclasses import dataclass, field
 
 import faiss
@@ -86,11 +85,16 @@ def batch_graph(feats: torch.Tensor, knn: int) -> BatchGraph:
 # The k-NN graph of the whole training split, computed once per fold: a batch of 128 out of 56,000 items sees only
 # a sliver of it, so the batch graph's edges (and the similarity target) can come from it, restricted to the batch.
 
-EXACT_MAX_ROWS = 300_000  # exact k-NN up to this many rows, an IVF index above (bench/knn_graph.py measures both)
+EXACT_MAX_ROWS = 300_000  # exact k-NN up to this many rows, an HNSW index above (bench/knn_graph.py measures both)
 ROW_CHUNK = 65_536        # rows read from X, normalised and added at a time: bounds the float32 copies of X
-QUERY_CHUNK = 131_072     # query rows per IVF pass over the inverted lists (0.5 GB float32 at d = 768)
-TRAIN_PER_LIST = 50       # k-means training rows per inverted list (faiss asks for at least 39)
-IVF_NPROBE = 48           # inverted lists searched per row: recall@10 0.85 at 1M rows (bench/knn_graph.py --sweep)
+QUERY_CHUNK = 131_072     # query rows searched at a time
+RERANK_CHUNK = 512        # query rows whose candidates are ranked at a time (0.15 GB float32 at 100 x 768)
+PCA_TRAIN_ROWS = 50_000   # seeded sample of rows that fits the PCA and the 8-bit quantiser's ranges
+PCA_DIMS = 64             # dimensions of the rows in the HNSW graph (README: Neighbour graph at a million rows)
+HNSW_M = 16               # links per row in the HNSW graph (32 on its lowest level)
+HNSW_EF_CONSTRUCTION = 40  # candidate list while building the HNSW graph (faiss's default)
+HNSW_EF_SEARCH = 64       # candidate list while searching it (bench/knn_graph.py --sweep chose it)
+CANDIDATES = 24           # rows per row that the HNSW search proposes and the re-ranking sorts (at least k + 1)
 
 
 def unit_rows(X: np.ndarray) -> np.ndarray:
@@ -121,7 +125,7 @@ def drop_self(found: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
     """(len(rows), k) of the (len(rows), k + 1) neighbour lists `found` of `rows`, each without the row itself.
     A row absent from its own list (an exact duplicate ranked first, or an approximate index) loses its k+1-th."""
     if (found < 0).any():
-        raise RuntimeError(f"the k-NN index returned fewer than {k + 1} neighbours; raise nprobe")
+        raise RuntimeError(f"the k-NN index returned fewer than {k + 1} neighbours; raise ef_search")
     keep = found != rows[:, None]
     keep[keep.all(axis=1), -1] = False
     return found[keep].reshape(len(rows), k)
@@ -138,53 +142,86 @@ def exact_search(X, queries: np.ndarray, k: int) -> np.ndarray:
     return heap.I
 
 
-def ivf_lists(n: int) -> int:
-    """Inverted lists for n rows: sqrt(n), so that assigning the rows to the lists (n x nlist) and scanning nprobe
-    lists of n / nlist rows per row cost about the same."""
-    return max(1, int(math.sqrt(n)))
+class ReducedIndex(NamedTuple):
+    """The approximate path's three parts: a PCA of the unit rows to a few dimensions, an HNSW graph (L2) of the
+    reduced rows that proposes candidates, and 8-bit codes of the full unit rows (n x d bytes) that rank them."""
+    pca: faiss.PCAMatrix
+    hnsw: faiss.IndexHNSWFlat
+    sq: faiss.ScalarQuantizer
+    codes: np.ndarray
 
 
-def ivf_index(X, nlist: int, seed: int = 0) -> faiss.IndexIVFScalarQuantizer:
-    """IVF index over the unit rows of X, with 8-bit scalar-quantised residuals (d bytes per row, a quarter of
-    float32) and L2 distances (|a - b|^2 = 2 - 2 cos on unit rows: the cosine ranking); k-means on a seeded sample of
-    TRAIN_PER_LIST rows per list."""
+def reduced_index(X, dims: int, seed: int = 0) -> ReducedIndex:
+    """ReducedIndex of X's unit rows; the PCA and the quantiser's ranges fit on PCA_TRAIN_ROWS seeded rows. On
+    unit rows |a - b|^2 = 2 - 2 cos, and the PCA keeps the largest part of it. The graph is built in one add on one
+    thread (faiss's threaded HNSW build depends on thread timing), so the same X gives the same graph."""
     n, d = X.shape
-    index = faiss.IndexIVFScalarQuantizer(faiss.IndexFlatL2(d), d, nlist, faiss.ScalarQuantizer.QT_8bit,
-                                          faiss.METRIC_L2)
-    index.cp.seed = seed
-    sample = np.sort(np.random.default_rng(seed).choice(n, min(n, TRAIN_PER_LIST * nlist), replace=False))
-    index.train(gathered_unit_rows(X, sample))
-    for _, unit in unit_chunks(X):
-        index.add(unit)
-    return index
+    sample = np.sort(np.random.default_rng(seed).choice(n, min(n, PCA_TRAIN_ROWS), replace=False))
+    train = gathered_unit_rows(X, sample)
+    pca = faiss.PCAMatrix(d, min(dims, d))
+    pca.train(train)
+    sq = faiss.ScalarQuantizer(d, faiss.ScalarQuantizer.QT_8bit)
+    sq.train(train)
+    reduced = np.empty((n, pca.d_out), dtype=np.float32)
+    codes = np.empty((n, sq.code_size), dtype=np.uint8)
+    for start, unit in unit_chunks(X):
+        reduced[start:start + len(unit)] = pca.apply(unit)
+        codes[start:start + len(unit)] = sq.compute_codes(unit)
+    hnsw = faiss.IndexHNSWFlat(pca.d_out, HNSW_M, faiss.METRIC_L2)
+    hnsw.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    hnsw.add(reduced)
+    faiss.omp_set_num_threads(threads)
+    return ReducedIndex(pca, hnsw, sq, codes)
 
 
-def ivf_knn_graph(X, k: int, nlist: int, nprobe: int) -> np.ndarray:
-    """(n, k) approximate k-NN graph from ivf_index: each pass takes QUERY_CHUNK rows, groups them by the lists
-    they probe and scans each list for its group with one matrix product (faiss big_batch_search), which on a CPU
-    is several times faster than searching the rows one by one."""
-    from faiss.contrib.big_batch_search import big_batch_search
-    index = ivf_index(X, nlist)
-    index.nprobe = min(nprobe, nlist)
-    out = np.empty((len(X), k), dtype=np.int64)
-    for start, unit in unit_chunks(X, QUERY_CHUNK):
-        with contextlib.redirect_stdout(io.StringIO()):     # it prints progress whatever `verbose` says
-            _, found = big_batch_search(index, unit, k + 1, verbose=1)
-        out[start:start + len(unit)] = drop_self(found, np.arange(start, start + len(unit)), k)
+def reranked(index: ReducedIndex, queries: np.ndarray, candidates: np.ndarray, k: int) -> np.ndarray:
+    """(len(queries), k) of each query's candidate rows, sorted by their cosine with it in all d dimensions from
+    the 8-bit codes, RERANK_CHUNK queries at a time; a missing candidate (-1) ranks last. The quantiser decodes
+    code c to a + b c per dimension, so q . x = q . a + (q b) . c: one product with the codes, none decoded."""
+    zero = np.zeros((2, index.sq.code_size), dtype=np.uint8)
+    zero[1] = 1
+    a, b = index.sq.decode(zero)
+    b = torch.from_numpy(b - a)
+    codes = torch.from_numpy(index.codes)
+    out = np.empty((len(queries), k), dtype=np.int64)
+    for start in range(0, len(queries), RERANK_CHUNK):
+        cand = torch.from_numpy(candidates[start:start + RERANK_CHUNK])
+        q = torch.from_numpy(queries[start:start + RERANK_CHUNK])
+        rows = codes[cand.clamp(min=0).ravel()].view(*cand.shape, -1).float()
+        sims = torch.bmm((q * b)[:, None, :], rows.transpose(1, 2))[:, 0] + (q @ torch.from_numpy(a))[:, None]
+        sims[cand < 0] = -torch.inf
+        order = torch.argsort(sims, dim=1, descending=True, stable=True)[:, :k]
+        out[start:start + RERANK_CHUNK] = torch.take_along_dim(cand, order, dim=1).numpy()
     return out
 
 
-def knn_graph(X, k: int, exact_max: int = EXACT_MAX_ROWS, nlist: int | None = None,
-              nprobe: int = IVF_NPROBE) -> np.ndarray:
+def hnsw_knn_graph(X, k: int, dims: int, ef_search: int, candidates: int) -> np.ndarray:
+    """(n, k) approximate k-NN graph from reduced_index: each row's max(candidates, k + 1) nearest rows in the HNSW
+    graph of the reduced rows (QUERY_CHUNK rows searched at a time), re-ranked by their full-dimensional cosine."""
+    index = reduced_index(X, dims)
+    index.hnsw.hnsw.efSearch = ef_search
+    out = np.empty((len(X), k), dtype=np.int64)
+    for start, unit in unit_chunks(X, QUERY_CHUNK):
+        _, found = index.hnsw.search(index.pca.apply(unit), min(max(candidates, k + 1), len(X)))
+        out[start:start + len(unit)] = drop_self(reranked(index, unit, found, k + 1),
+                                                 np.arange(start, start + len(unit)), k)
+    return out
+
+
+def knn_graph(X, k: int, exact_max: int = EXACT_MAX_ROWS, dims: int = PCA_DIMS, ef_search: int = HNSW_EF_SEARCH,
+              candidates: int = CANDIDATES) -> np.ndarray:
     """(n, k) int64 indices of each row's k most cosine-similar other rows, nearest first (faiss; exact up to
-    `exact_max` rows, an IVF index above: ivf_knn_graph, `nlist` lists (default ivf_lists(n)), `nprobe` searched).
+    `exact_max` rows, above: hnsw_knn_graph, an HNSW graph of the rows' `dims`-dimensional PCA searched with
+    `ef_search`, max(`candidates`, k + 1) candidates per row re-ranked in all dimensions).
     X is read through contiguous slices only (unit_chunks); faiss uses torch's thread count."""
     n = len(X)
     if not 1 <= k < n:
         raise ValueError(f"k = {k} neighbours need more than k rows, got {n}")
     faiss.omp_set_num_threads(torch.get_num_threads())
     if n > exact_max:
-        return ivf_knn_graph(X, k, nlist or ivf_lists(n), nprobe)
+        return hnsw_knn_graph(X, k, dims, ef_search, candidates)
     rows = np.arange(n)
     return drop_self(exact_search(X, gathered_unit_rows(X, rows), k + 1), rows, k)
 
