@@ -226,6 +226,14 @@ def knn_graph(X, k: int, exact_max: int = EXACT_MAX_ROWS, dims: int = PCA_DIMS, 
     return drop_self(exact_search(X, gathered_unit_rows(X, rows), k + 1), rows, k)
 
 
+def approximate_settings(n: int) -> str | None:
+    """What besides the rows and k decides knn_graph's result for n rows: None on the exact path, else the
+    approximate path's settings (part of a cached graph's key, so a change of them rebuilds the graph)."""
+    if n <= EXACT_MAX_ROWS:
+        return None
+    return f"pca{PCA_DIMS} hnsw{HNSW_M}/{HNSW_EF_CONSTRUCTION}/{HNSW_EF_SEARCH} candidates{CANDIDATES}"
+
+
 def knn_recall(X, neighbours: np.ndarray, sample: int = 1000, seed: int = 0) -> float:
     """Recall of a k-NN graph against exact search, on `sample` seeded random rows: the mean fraction of each
     row's exact k nearest other rows that its list holds (exact: brute force over all rows, chunk by chunk)."""

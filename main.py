@@ -26,7 +26,7 @@ import distributed
 from arguments import ArgError, parse_args
 from data import DataError, Dataset, Rows, Split, chunk_rows, load_dataset, make_splits, standardised_rows
 from evaluate import evaluate_codes
-from graph import diffusion_map, knn_graph
+from graph import approximate_settings, diffusion_map, knn_graph
 from losses import hagcn_loss
 from model import HAGCN
 from results import ResultsLog, format_table, is_writer, run_id_of, train_id_of
@@ -114,7 +114,10 @@ def global_graph(X_train: Rows | np.ndarray, args, cache_dir: Path | None = None
     dims = (args.diffusion_dims, args.diffusion_t, args.knn) if uses_diffusion(args) else None
     if cache_dir is None:
         return as_global_graph(graph_arrays(X_train, k, dims, args))
-    path = cache_dir / f"graph-{hashlib.sha1(f'{rows_digest(X_train)} {k} {dims}'.encode()).hexdigest()[:16]}.npz"
+    key = f"{rows_digest(X_train)} {k} {dims}"
+    if approximate_settings(len(X_train)) is not None:  # exact graphs keep their keys (and caches)
+        key += f" {approximate_settings(len(X_train))}"
+    path = cache_dir / f"graph-{hashlib.sha1(key.encode()).hexdigest()[:16]}.npz"
     if is_writer() and not path.is_file():
         cache_dir.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.npz")

@@ -9,6 +9,7 @@ import torch
 from numpy.polynomial import chebyshev
 from scipy.interpolate import BSpline
 
+import graph
 from graph import (FILTERS, ChebyFilter, FourierFilter, LanczosFilter, SplineFilter, batch_adjacency, batch_graph,
                    bspline_basis, knn_adjacency, knn_graph, knn_recall, lanczos, normalised_graph)
 
@@ -380,3 +381,9 @@ def test_disconnected_graph_has_one_zero_eigenvalue_per_component():
     assert torch.equal(g.a_hat[:5, 5:], torch.zeros(5, 5))
     lam, _ = g.spectrum()
     assert (lam < 1e-5).sum() == 2
+
+
+def test_approximate_settings_name_the_hnsw_path_only_above_the_exact_limit():
+    assert graph.approximate_settings(graph.EXACT_MAX_ROWS) is None
+    above = graph.approximate_settings(graph.EXACT_MAX_ROWS + 1)
+    assert f"pca{graph.PCA_DIMS}" in above and f"candidates{graph.CANDIDATES}" in above

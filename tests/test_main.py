@@ -145,6 +145,22 @@ def test_global_graph_is_built_once_per_fold_and_shared_through_its_cache(tmp_pa
     assert fresh.stdout == second.stdout                 # a cached graph trains the same codes as a new one
 
 
+def test_a_cached_approximate_graph_is_not_reused_under_other_approximate_settings(tmp_path, monkeypatch):
+    """The cache key names the approximate path's settings (graph.approximate_settings), so changing them builds
+    the graph again; exact graphs (settings None) keep the key they always had."""
+    X = np.random.default_rng(0).standard_normal((60, 8)).astype(np.float32)
+    args = parse_args(["--knn", "5", "--neighbour_pool", "6", "--log_dir", str(tmp_path)])
+    main.global_graph(X, args, tmp_path)
+    exact = set(tmp_path.glob("graph-*.npz"))
+    main.global_graph(X, args, tmp_path)
+    assert set(tmp_path.glob("graph-*.npz")) == exact
+    monkeypatch.setattr(main, "approximate_settings", lambda n: "hnsw A")
+    main.global_graph(X, args, tmp_path)
+    monkeypatch.setattr(main, "approximate_settings", lambda n: "hnsw B")
+    main.global_graph(X, args, tmp_path)
+    assert len(set(tmp_path.glob("graph-*.npz")) - exact) == 2
+
+
 # ----------------------------------------------------------------------------- crash and resume
 
 RESUME = ["--method", "hagcn", "--task", "gcn", "--exp_hash_len", "8", "16", "--num_epochs", "10", "--hidden", "128",
