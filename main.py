@@ -115,17 +115,22 @@ def global_graph(X_train: Rows | np.ndarray, args, cache_dir: Path | None = None
     if cache_dir is None:
         return as_global_graph(graph_arrays(X_train, k, dims, args))
     key = f"{rows_digest(X_train)} {k} {dims}"
-    if approximate_settings(len(X_train)) is not None:  # exact graphs keep their keys (and caches)
-        key += f" {approximate_settings(len(X_train))}"
+    approximate = approximate_settings(len(X_train))
+    if approximate is not None:  # exact graphs keep their keys (and caches)
+        key += f" {approximate}"
     path = cache_dir / f"graph-{hashlib.sha1(key.encode()).hexdigest()[:16]}.npz"
+    arrays = None
     if is_writer() and not path.is_file():
+        arrays = graph_arrays(X_train, k, dims, args)
         cache_dir.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.npz")
-        np.savez(tmp, **graph_arrays(X_train, k, dims, args))
+        np.savez(tmp, **arrays)
         os.replace(tmp, path)
     distributed.barrier()  # the other ranks wait for rank 0's cache
-    with np.load(path) as z:
-        return as_global_graph(z)
+    if arrays is None:
+        with np.load(path) as z:
+            arrays = {name: z[name] for name in z.files}
+    return as_global_graph(arrays)
 
 
 def graph_arrays(X_train: Rows | np.ndarray, k: int, dims: tuple | None, args) -> dict[str, np.ndarray]:

@@ -180,9 +180,8 @@ def train(model: HashModel, loss_fn: LossFn, X: RowSource, y: torch.Tensor, *, n
     net = distributed.data_parallel(model)
     rank, world, group = distributed.rank(), distributed.world_size(), min(group, batch_size)
     model.train()
-    epochs = range(start, num_epochs)
-    bar = (tqdm(epochs, desc=desc, leave=False, dynamic_ncols=True, initial=start, total=num_epochs) if is_writer()
-           else tqdm(epochs, disable=True))
+    bar = tqdm(range(start, num_epochs), desc=desc, leave=False, dynamic_ncols=True, initial=start, total=num_epochs,
+               disable=not is_writer())
     for epoch in bar:
         t0 = time.perf_counter()
         model.set_epoch(epoch, num_epochs)

@@ -341,6 +341,16 @@ def runs_by_key(log_dir: Path) -> dict[tuple, tuple[dict, dict]]:
     return out
 
 
+def assert_same_runs(a_dir: Path, b_dir: Path, n: int) -> None:
+    """The two log folders hold the same n runs, with equal mAP and equal saved arrays (codes, statistics, labels)."""
+    a, b = runs_by_key(a_dir), runs_by_key(b_dir)
+    assert set(a) == set(b) and len(a) == n
+    for key in a:
+        assert a[key][0]["map"] == b[key][0]["map"], key
+        for name, arr in a[key][1].items():
+            assert np.array_equal(arr, b[key][1][name]), (key, name)
+
+
 def test_matrix_input_gives_the_codes_of_the_same_folder(tmp_path):
     """One matrix (rows in the folder's class/file order, integer labels, names = the folder's item paths) and
     the per-class folder it came from give the same codes, labels, items and mAP for every kind of method."""
@@ -353,12 +363,7 @@ def test_matrix_input_gives_the_codes_of_the_same_folder(tmp_path):
     assert main.main([*methods, "--root_dir", str(root), "--log_dir", str(tmp_path / "a")]) == 0
     assert main.main([*methods, "--features", str(tmp_path / "X.npy"), "--labels", str(tmp_path / "y.npy"),
                       "--names", str(tmp_path / "names.txt"), "--log_dir", str(tmp_path / "b")]) == 0
-    a, b = runs_by_key(tmp_path / "a"), runs_by_key(tmp_path / "b")
-    assert set(a) == set(b) and len(a) == 4
-    for key in a:
-        assert a[key][0]["map"] == b[key][0]["map"], key
-        for name, arr in a[key][1].items():
-            assert np.array_equal(arr, b[key][1][name]), (key, name)
+    assert_same_runs(tmp_path / "a", tmp_path / "b", 4)
 
 
 def test_packed_memory_map_gives_the_codes_of_the_in_memory_folder(tmp_path):
@@ -372,12 +377,7 @@ def test_packed_memory_map_gives_the_codes_of_the_in_memory_folder(tmp_path):
     methods = ["--method", "hagcn", "shc", "--task", "gcn", "--exp_hash_len", "16", *FAST]
     assert main.main([*methods, "--root_dir", str(root), "--log_dir", str(tmp_path / "a")]) == 0
     assert main.main([*methods, "--root_dir", str(tmp_path / "packed"), "--log_dir", str(tmp_path / "b")]) == 0
-    a, b = runs_by_key(tmp_path / "a"), runs_by_key(tmp_path / "b")
-    assert set(a) == set(b) and len(a) == 2
-    for key in a:
-        assert a[key][0]["map"] == b[key][0]["map"], key
-        for name, arr in a[key][1].items():
-            assert np.array_equal(arr, b[key][1][name]), (key, name)
+    assert_same_runs(tmp_path / "a", tmp_path / "b", 2)
 
 
 def test_every_method_runs_end_to_end_on_multi_hot_labels(tmp_path, capsys):
