@@ -20,7 +20,6 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import baselines  # noqa: E402
 from arguments import parse_args  # noqa: E402
