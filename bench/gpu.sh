@@ -7,7 +7,7 @@
 out=${1:-results/bench/gpu}; mkdir -p "$out"
 export PYTHONUNBUFFERED=1 TQDM_DISABLE=1
 step() { local name=$1 limit=$2; shift 2; echo "=== $name: $*"; local t0=$(date +%s%N)
-  timeout "$limit" "$@" 2>&1 | tr '\r' '\n' | grep -v 'it/s\|?it\|^ *$' > "$out/$name.txt"
+  timeout "$limit" "$@" 2>&1 | tr '\r' '\n' | grep -v 'it/s\|s/it\|?it\|^ *$' > "$out/$name.txt"
   echo "=== $name: exit ${PIPESTATUS[0]}, $(( ($(date +%s%N) - t0) / 1000000 )) ms" | tee -a "$out/$name.txt"; }
 nvidia-smi -L
 python3 -c "import torch, faiss; print('torch', torch.__version__, 'faiss', faiss.__version__, torch.cuda.get_device_name())"
