@@ -46,10 +46,15 @@ def run_settings(args, method: str, task: str, bits: int, fold: int) -> dict:
     settings = {key: getattr(args, key) for key in RUN_KEYS}
     if args.dataset == "matrix":  # only then, so that the run ids of the other datasets stay as they were
         settings.update(features=args.features, labels=args.labels)
-    settings.update(method=method, task=task, hash_len=bits, fold=fold)
-    if distributed.world_size() > 1:  # only then, so that single-process run ids stay; each rank's batch graph differs
-        settings.update(processes=distributed.world_size())
+    settings.update(method=method, task=task, hash_len=bits, fold=fold, **processes())
     return settings
+
+
+def processes() -> dict:
+    """{'processes': N} under a launch of N > 1 processes (each rank's batch graph differs, so it is another run),
+    else {}, so that single-process run ids and results.csv rows stay as they were."""
+    world = distributed.world_size()
+    return {"processes": world} if world > 1 else {}
 
 
 def reuse_trained(source: Path, run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -264,7 +269,6 @@ def grid_cells(args, fold: int) -> list[Cell]:
 
 
 def result_row(cell: Cell, args, data: Dataset, metrics: dict, seconds: float, run_id: str) -> dict:
-    processes = {"processes": distributed.world_size()} if distributed.world_size() > 1 else {}
     return {"dataset": data.name, "method": cell.method, "task": cell.task, "k": args.k, "knn": args.knn,
             "tau": args.tau, "hash_len": cell.bits, "topk": args.topk, "ties": args.ties,
             "map": f"{metrics['map']:.6f}", "map_index": f"{metrics['map_index']:.6f}",
@@ -276,7 +280,7 @@ def result_row(cell: Cell, args, data: Dataset, metrics: dict, seconds: float, r
             "lr": args.lr, "precision": args.precision,
             "hash_head": args.hash_head, "loss_form": args.loss_form, "sim_target": args.sim_target,
             "lambda_": args.lambda_, "supervised": cell.method in baselines.SUPERVISED, "metric": args.metric,
-            **processes, "run_id": run_id, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            **processes(), "run_id": run_id, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
 
 def run_cell(cell: Cell, fold: Fold, data: Dataset, args, log: ResultsLog, env: dict) -> dict:

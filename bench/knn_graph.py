@@ -14,9 +14,10 @@ bench prints that fraction), and partitions (IVF cells) cut through components. 
 variance wider, and the re-ranking in all 768 dimensions is what keeps the ranking exact where the PCA is not.
 
     python bench/knn_graph.py                      # 1M rows: times k = 10 and k = 50, recall on 100k and at 1M
-Peak RSS counts the memmap's pages that are resident (file-backed, reclaimable) with the process's own memory.
     python bench/knn_graph.py --sweep 32 64 128 --graph_rows 200000   # recall@10 against ef_search (and candidates)
     python bench/knn_graph.py --graph_rows 200000 --exact_max 0 --ks 10 --ef_search 64   # graph of 200k of the 1M
+
+Peak RSS counts the memmap's pages that are resident (file-backed, reclaimable) with the process's own memory.
 """
 from __future__ import annotations
 
