@@ -253,22 +253,35 @@ def normalised_sparse_adjacency(neighbours: np.ndarray) -> sp.csr_matrix:
     return (sp.diags(d_inv_sqrt) @ A @ sp.diags(d_inv_sqrt)).tocsr()
 
 
-def diffusion_map(neighbours: np.ndarray, dims: int, t: float) -> np.ndarray:
-    """(n, dims) float32 diffusion coordinates of the global k-NN graph (Coifman & Lafon 2006): the top non-trivial
-    eigenvectors u_i of A_hat (the lowest frequencies of Lap = I - A_hat) scaled by their eigenvalue^t, centred.
-    Their inner products are the low-pass kernel sum_i lam_i^2t u_i u_i^T ~ A_hat^2t: items joined by many short
-    paths (one cluster of the manifold) get similar coordinates even when they are not each other's neighbours."""
+def graph_low_frequencies(neighbours: np.ndarray, dims: int) -> tuple[np.ndarray, np.ndarray]:
+    """(lam (dims,), u (n, dims)): the top non-trivial eigenpairs of the global k-NN graph's A_hat (the lowest
+    frequencies of Lap = I - A_hat), largest eigenvalue first, each eigenvector's sign fixed (its largest entry
+    positive) rather than left to eigsh. The trivial eigenvector sqrt(degree) is deflated, so the result is exact
+    when the graph has several components; the start vector is fixed, so it is reproducible."""
     a_hat = normalised_sparse_adjacency(neighbours)
     n = a_hat.shape[0]
     dims = min(dims, n - 2)
     trivial = 1.0 / np.sqrt(a_hat.diagonal())        # sqrt(degree), as A_hat_ii = 1 / d_i: the eigenvector of 1
     trivial /= np.linalg.norm(trivial)
     deflated = LinearOperator((n, n), matvec=lambda v: a_hat @ v - trivial * (trivial @ v), dtype=np.float64)
-    lam, u = eigsh(deflated, k=dims, which="LA", v0=np.ones(n), tol=1e-6)   # deflated: exact with several components
-    order = np.argsort(lam)[::-1]                                             # fixed start vector: reproducible
-    coords = u[:, order] * np.clip(lam[order], 0.0, 1.0) ** t
-    coords = coords * np.sign(coords[np.abs(coords).argmax(axis=0), np.arange(dims)])  # sign fixed: not eigsh's
+    lam, u = eigsh(deflated, k=dims, which="LA", v0=np.ones(n), tol=1e-6)
+    order = np.argsort(lam)[::-1]
+    u = u[:, order]
+    return lam[order], u * np.sign(u[np.abs(u).argmax(axis=0), np.arange(dims)])
+
+
+def diffusion_coordinates(lam: np.ndarray, u: np.ndarray, t: float) -> np.ndarray:
+    """(n, dims) float32 diffusion coordinates u_i lam_i^t (eigenvalues clipped to [0, 1]), centred."""
+    coords = u * np.clip(lam, 0.0, 1.0) ** t
     return np.ascontiguousarray(coords - coords.mean(axis=0), dtype=np.float32)
+
+
+def diffusion_map(neighbours: np.ndarray, dims: int, t: float) -> np.ndarray:
+    """(n, dims) float32 diffusion coordinates of the global k-NN graph (Coifman & Lafon 2006): the top non-trivial
+    eigenvectors u_i of A_hat (graph_low_frequencies) scaled by their eigenvalue^t, centred.
+    Their inner products are the low-pass kernel sum_i lam_i^2t u_i u_i^T ~ A_hat^2t: items joined by many short
+    paths (one cluster of the manifold) get similar coordinates even when they are not each other's neighbours."""
+    return diffusion_coordinates(*graph_low_frequencies(neighbours, dims), t)
 
 
 @torch.no_grad()

@@ -27,6 +27,7 @@ from batching import validation_split  # noqa: E402
 from data import load_fashion_mnist, standardise  # noqa: E402
 from evaluate import mean_average_precision  # noqa: E402
 from main import build_hagcn, global_graph  # noqa: E402
+from model import HAGCN  # noqa: E402
 from train import encode, train  # noqa: E402
 
 CONFIGS = [
@@ -38,21 +39,26 @@ CONFIGS = [
 ]
 
 
-def validation_map(config: str, bits: int, epochs: int, X: np.ndarray, y: np.ndarray, split, cache: Path) -> float:
+def trained_hagcn(config: str, bits: int, epochs: int, X: np.ndarray, y: np.ndarray, split, cache: Path) -> HAGCN:
+    """HAGCN-gcn as main.py trains it with the CLI's defaults overridden by `config`, on split.train only."""
     args = parse_args(["--dataset", "fashion_mnist", "--num_epochs", str(epochs), "--task", "gcn",
                        "--log_dir", str(cache), *shlex.split(config)])
     args.knn = args.knn or 10
     graph = global_graph(X[split.train], args, cache / "graphs")
     torch.manual_seed(args.seed)
     model, loss_fn = build_hagcn(args.task[0], bits, X.shape[1], args)
-    Xt = torch.from_numpy(X)
-    train(model, loss_fn, Xt[split.train], torch.from_numpy(y[split.train]), num_epochs=epochs,
+    train(model, loss_fn, torch.from_numpy(X[split.train]), torch.from_numpy(y[split.train]), num_epochs=epochs,
           batch_size=args.batch_size, lr=args.lr, seed=args.seed, desc=config,
           neighbours=graph.neighbours[:, :args.neighbour_pool] if args.batch_group > 1 else None,
           group=args.batch_group,
           edges=graph.neighbours[:, :args.knn] if args.graph_edges == "global" else None, coords=graph.coords)
-    return mean_average_precision(encode(model, Xt[split.query]), encode(model, Xt[split.db]), y[split.query],
-                                  y[split.db], 200)
+    return model
+
+
+def validation_map(config: str, bits: int, epochs: int, X: np.ndarray, y: np.ndarray, split, cache: Path) -> float:
+    model = trained_hagcn(config, bits, epochs, X, y, split, cache)
+    return mean_average_precision(encode(model, torch.from_numpy(X[split.query])),
+                                  encode(model, torch.from_numpy(X[split.db])), y[split.query], y[split.db], 200)
 
 
 def main(argv=None) -> int:

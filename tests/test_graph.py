@@ -169,6 +169,20 @@ def test_diffusion_map_is_the_scaled_low_frequency_spectrum_and_reproducible():
         np.testing.assert_allclose(np.abs(coords[:, j] @ want[:, j]) / (want[:, j] @ want[:, j]), 1.0, atol=1e-3)
 
 
+def test_low_frequencies_are_the_top_nontrivial_eigenpairs_with_a_fixed_sign():
+    """Eigenvalues descending and equal to a dense eigh's (the trivial eigenvalue 1 left out); each eigenvector is
+    one of A_hat's, with its largest entry positive; scaling them by lam^t and centring is diffusion_map."""
+    from graph import diffusion_coordinates, diffusion_map, graph_low_frequencies, normalised_sparse_adjacency
+    X = np.random.default_rng(1).normal(size=(200, 5)).astype(np.float32)
+    nb = knn_graph(X, 6)
+    lam, u = graph_low_frequencies(nb, 4)
+    a_hat = normalised_sparse_adjacency(nb).toarray()
+    np.testing.assert_allclose(lam, np.linalg.eigvalsh(a_hat)[::-1][1:5], atol=1e-6)
+    np.testing.assert_allclose(a_hat @ u, u * lam, atol=1e-5)
+    assert (u[np.abs(u).argmax(axis=0), np.arange(4)] > 0).all()
+    np.testing.assert_array_equal(diffusion_coordinates(lam, u, 3.0), diffusion_map(nb, 4, t=3.0))
+
+
 def test_diffusion_coordinates_join_a_cluster_beyond_its_neighbours():
     """Two blobs on the sphere (cosine k-NN), nothing between them: opposite sides of one blob share no k-NN edge,
     yet their diffusion coordinates are closer to each other than to any item of the other blob."""
