@@ -55,10 +55,21 @@ def trained_hagcn(config: str, bits: int, epochs: int, X: np.ndarray, y: np.ndar
     return model
 
 
+def codes_map(model: HAGCN, X: np.ndarray, y: np.ndarray, query: np.ndarray, db: np.ndarray) -> float:
+    """mAP@200 of the model's codes of rows `query` against rows `db` of X."""
+    return mean_average_precision(encode(model, torch.from_numpy(X[query])), encode(model, torch.from_numpy(X[db])),
+                                  y[query], y[db], 200)
+
+
+def baseline_map(name: str, bits: int, X: np.ndarray, y: np.ndarray, split) -> float:
+    """mAP@200 on the validation split of closed-form baseline `name`, fitted on split.train."""
+    coder = baselines.CLOSED_FORM[name]().fit(X[split.train], bits, 0)
+    return mean_average_precision(coder.encode(X[split.query]), coder.encode(X[split.db]), y[split.query],
+                                  y[split.db], 200)
+
+
 def validation_map(config: str, bits: int, epochs: int, X: np.ndarray, y: np.ndarray, split, cache: Path) -> float:
-    model = trained_hagcn(config, bits, epochs, X, y, split, cache)
-    return mean_average_precision(encode(model, torch.from_numpy(X[split.query])),
-                                  encode(model, torch.from_numpy(X[split.db])), y[split.query], y[split.db], 200)
+    return codes_map(trained_hagcn(config, bits, epochs, X, y, split, cache), X, y, split.query, split.db)
 
 
 def main(argv=None) -> int:
@@ -75,11 +86,7 @@ def main(argv=None) -> int:
     print(f"validation split of the ref training part: train {len(split.train)}, query {len(split.query)}, "
           f"database {len(split.db)}; mAP@200, {a.epochs} epochs", flush=True)
     for name in a.baselines:
-        cells = []
-        for bits in a.bits:
-            coder = baselines.CLOSED_FORM[name]().fit(X[split.train], bits, 0)
-            cells.append(mean_average_precision(coder.encode(X[split.query]), coder.encode(X[split.db]),
-                                                data.y[split.query], data.y[split.db], 200))
+        cells = [baseline_map(name, bits, X, data.y, split) for bits in a.bits]
         print(f"{name:<64}" + "".join(f"{m:>9.4f}" for m in cells), flush=True)
     for config in a.configs:
         t0 = time.perf_counter()

@@ -20,17 +20,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import baselines  # noqa: E402
 from batching import validation_split  # noqa: E402
 from data import load_fashion_mnist, standardise  # noqa: E402
-from evaluate import mean_average_precision  # noqa: E402
 from graph import diffusion_coordinates, exact_search, graph_low_frequencies, knn_graph, unit_rows  # noqa: E402
-from graph_target import trained_hagcn  # noqa: E402
-from train import encode  # noqa: E402
+from graph_target import baseline_map, codes_map, trained_hagcn  # noqa: E402
 
 TOPK = 200
 
@@ -82,18 +78,13 @@ def main(argv=None) -> int:
         print(f"{f'knn {k}, dims {dims}':<44}" + "".join(f"{m:>9.4f}" for m in cells)
               + f"   ({time.perf_counter() - t0:.0f} s)", flush=True)
     for bits in a.bits:
-        itq = baselines.CLOSED_FORM["itq"]().fit(Xtr, bits, 0)
-        itq_map = mean_average_precision(itq.encode(X[split.query]), itq.encode(X[split.db]), data.y[split.query],
-                                         data.y[split.db], TOPK)
+        itq = baseline_map("itq", bits, X, data.y, split)
         t0 = time.perf_counter()
         model = trained_hagcn("", bits, a.epochs, X, data.y, split, Path(a.cache))
-        codes = encode(model, torch.from_numpy(Xtr))
-        on_training = mean_average_precision(codes[q], codes[d], ytr[q], ytr[d], TOPK)
-        on_validation = mean_average_precision(encode(model, torch.from_numpy(X[split.query])),
-                                               encode(model, torch.from_numpy(X[split.db])), data.y[split.query],
-                                               data.y[split.db], TOPK)
+        on_training = codes_map(model, X, data.y, split.train[q], split.train[d])
+        on_validation = codes_map(model, X, data.y, split.query, split.db)
         print(f"hagcn-gcn {bits} bits: training rows {on_training:.4f}, validation {on_validation:.4f}; "
-              f"ITQ validation {itq_map:.4f}   ({time.perf_counter() - t0:.0f} s)", flush=True)
+              f"ITQ validation {itq:.4f}   ({time.perf_counter() - t0:.0f} s)", flush=True)
     return 0
 
 
