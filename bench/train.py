@@ -229,26 +229,27 @@ CANDIDATES = {  # name: (Adam keyword arguments, autocast bf16, torch.compile)
 }
 
 
-def bench_candidates(X, y, n_classes, args, device, n_steps, threads, log):
-    """Median wall and CPU ms of a HAGCN-gcn step (the forward and loss as train.train runs them) under each
-    candidate and thread count, all interleaved step by step, next to the plain loop's step."""
+def bench_candidates(X, y, coords, n_classes, args, device, n_steps, threads, log):
+    """Median wall and CPU ms of a HAGCN-gcn step (the forward and loss as train.train runs them, with the rows'
+    diffusion coordinates `coords`) under each candidate and thread count, all interleaved step by step, next to the
+    plain loop's step."""
     def make(name):
         torch.manual_seed(0)
         if name == "plain loop (Adam defaults)":
             model, fwd, opt_kw, bf16 = PlainNet(X.shape[1]).to(device), None, {}, False
-            fwd = lambda xb, yb: plain_loss(model(xb), xb)
+            fwd = lambda xb, yb, cb: plain_loss(model(xb), xb)
         else:
             opt_kw, bf16, compiled = CANDIDATES[name]
             model, loss_fn = build("gcn", X.shape[1], n_classes, args)
             model.to(device).set_epoch(0, args.num_epochs)
-            fwd = lambda xb, yb: total(loss_fn(model(xb), xb, yb))
+            fwd = lambda xb, yb, cb: total(loss_fn(model(xb, coords=cb), xb, yb))
             if compiled:
                 fwd = torch.compile(fwd)
         opt = torch.optim.Adam(model.parameters(), lr=args.lr, **opt_kw)
 
         def step(idx):
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                loss = fwd(X[idx], y[idx])
+                loss = fwd(X[idx], y[idx], coords[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -510,17 +511,29 @@ def time_ms(fn, device, reps=30, warmup=3) -> float:
 
 
 def extra_batch_size(X, device, log):
+    """Graph and spectrum cost against the batch size; on a GPU also eigh and Lanczos through the CPU (graph.on_host
+    with its row limit lifted), the comparison that sets graph.HOST_MAX_ROWS."""
+    on_gpu = device.type == "cuda"
     rows = []
     for b in (64, 128, 256, 512, 1024):
         xb = X[:b]
         g = graph_mod.batch_graph(xb, KNN)
         z = torch.randn(b, HIDDEN, device=device)
         reps = 30 if b <= 256 else 10
-        rows.append([str(b), f"{time_ms(lambda: graph_mod.batch_graph(xb, KNN), device, reps):.2f}",
-                     f"{time_ms(lambda: torch.linalg.eigh(g.lap), device, reps):.2f}",
-                     f"{time_ms(lambda: graph_mod.lanczos(g.lap, ORDER), device, reps):.2f}",
-                     f"{time_ms(lambda: g.a_hat @ z, device, reps):.2f}"])
-    log(table(["batch", "batch_graph ms", "eigh ms", f"lanczos(K={ORDER}) ms", "A_hat @ Z (h=768) ms"], rows,
+        row = [str(b), f"{time_ms(lambda: graph_mod.batch_graph(xb, KNN), device, reps):.2f}",
+               f"{time_ms(lambda: torch.linalg.eigh(g.lap), device, reps):.2f}",
+               f"{time_ms(lambda: graph_mod.lanczos(g.lap, ORDER), device, reps):.2f}",
+               f"{time_ms(lambda: g.a_hat @ z, device, reps):.2f}"]
+        if on_gpu:
+            limit, graph_mod.HOST_MAX_ROWS = graph_mod.HOST_MAX_ROWS, sys.maxsize
+            try:
+                row += [f"{time_ms(lambda: graph_mod.on_host(torch.linalg.eigh, g.lap), device, reps):.2f}",
+                        f"{time_ms(lambda: graph_mod.on_host(graph_mod.lanczos, g.lap, ORDER), device, reps):.2f}"]
+            finally:
+                graph_mod.HOST_MAX_ROWS = limit
+        rows.append(row)
+    log(table(["batch", "batch_graph ms", "eigh ms", f"lanczos(K={ORDER}) ms", "A_hat @ Z (h=768) ms"]
+              + (["eigh via CPU ms", "lanczos via CPU ms"] if on_gpu else []), rows,
               "Extras A: graph / spectrum cost against the batch size (medians)"))
 
 
@@ -640,7 +653,7 @@ def main(argv=None) -> int:
         f"{gflop / h_ms * 1e3:.1f} GFLOP/s against a {peak:.1f} GFLOP/s fp32 peak ({gflop / h_ms * 1e3 / peak:.0%}; "
         f"2048^2 matmul, {torch.get_num_threads()} thread(s), now; bf16 matmul {peak_bf16:.1f} GFLOP/s)")
     if a.candidates:
-        bench_candidates(X, y, n_classes, args, device, a.candidate_steps, a.threads or [torch.get_num_threads()],
+        bench_candidates(X, y, coords, n_classes, args, device, a.candidate_steps, a.threads or [torch.get_num_threads()],
                          log)
     if a.only_ratio:
         return 0

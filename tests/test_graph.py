@@ -401,3 +401,22 @@ def test_approximate_settings_name_the_hnsw_path_only_above_the_exact_limit():
     assert graph.approximate_settings(graph.EXACT_MAX_ROWS) is None
     above = graph.approximate_settings(graph.EXACT_MAX_ROWS + 1)
     assert f"pca{graph.PCA_DIMS}" in above and f"candidates{graph.CANDIDATES}" in above
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+@pytest.mark.parametrize("n", [128, graph.HOST_MAX_ROWS + 1])
+def test_gpu_batch_spectrum_and_lanczos_match_the_cpu_and_stay_on_the_gpu(n):
+    """On a GPU, small batches' eigenproblems run on the CPU (graph.on_host) and come back on the GPU; larger ones
+    stay there. Either way: the CPU's eigenvalues and Ritz pairs, eigenvectors up to sign."""
+    feats = torch.randn(n, 16, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    cpu, gpu = batch_graph(feats, 10), batch_graph(feats.cuda(), 10)
+    (lam, u), (lam_g, u_g) = cpu.spectrum(), gpu.spectrum()
+    assert lam_g.is_cuda and u_g.is_cuda
+    assert torch.allclose(lam_g.cpu(), lam, atol=1e-8)
+    low = slice(0, 4)  # distinct low frequencies: eigenvectors fixed up to sign
+    assert torch.allclose((u_g.cpu()[:, low] * u[:, low]).sum(0).abs(), torch.ones(4, dtype=torch.float64), atol=1e-6)
+    (ritz, r), (ritz_g, r_g) = lanczos(cpu.lap, 4), graph.on_host(lanczos, gpu.lap, 4)
+    assert ritz_g.is_cuda and r_g.is_cuda
+    assert torch.allclose(ritz_g.cpu(), ritz, atol=1e-8) and torch.allclose(r_g.cpu().abs(), r.abs(), atol=1e-6)
+    basis = graph.on_host(bspline_basis, ritz_g, 6)
+    assert basis.is_cuda and torch.allclose(basis.cpu(), bspline_basis(ritz, 6), atol=1e-8)
