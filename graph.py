@@ -8,7 +8,7 @@ To add a filter: subclass nn.Module with forward(z, graph) -> z3 and register it
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import NamedTuple
 from dataclasses import dataclass, field
 
@@ -48,7 +48,7 @@ HOST_MAX_ROWS = 256  # rows up to which a GPU batch's spectral work runs on the 
 
 
 @torch.no_grad()
-def on_host(fn, x: torch.Tensor, *args):
+def on_host(fn: Callable, x: torch.Tensor, *args):
     """fn(x, *args), run on the CPU when x is a GPU tensor of at most HOST_MAX_ROWS rows, its tensor (or tuple of
     tensors) returned on x's device. A batch's eigenproblems and spline responses are strings of tiny kernels and host
     syncs: on an H200, cuSOLVER's eigh of a 128 x 128 Laplacian took 1.9 ms and 4 Lanczos steps 1.6 ms, against 1.2

@@ -653,8 +653,8 @@ def main(argv=None) -> int:
         f"{gflop / h_ms * 1e3:.1f} GFLOP/s against a {peak:.1f} GFLOP/s fp32 peak ({gflop / h_ms * 1e3 / peak:.0%}; "
         f"2048^2 matmul, {torch.get_num_threads()} thread(s), now; bf16 matmul {peak_bf16:.1f} GFLOP/s)")
     if a.candidates:
-        bench_candidates(X, y, coords, n_classes, args, device, a.candidate_steps, a.threads or [torch.get_num_threads()],
-                         log)
+        bench_candidates(X, y, coords, n_classes, args, device, a.candidate_steps,
+                         a.threads or [torch.get_num_threads()], log)
     if a.only_ratio:
         return 0
 

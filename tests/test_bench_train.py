@@ -20,7 +20,8 @@ def test_speed_candidates_time_the_default_step_with_its_diffusion_coordinates(m
     of --candidates stopped at 'the diffusion target needs the batch's diffusion coordinates')."""
     monkeypatch.setenv("TQDM_DISABLE", "1")  # what the script sets at import; restored after the test
     bench = load_bench_train()
-    monkeypatch.setitem(bench.CANDIDATES, "Adam fused + torch.compile", ({"fused": True}, False, False))  # no compile wait
+    # the compiled candidate runs uncompiled here: the same step, without a compile's wait
+    monkeypatch.setitem(bench.CANDIDATES, "Adam fused + torch.compile", ({"fused": True}, False, False))
     gen = torch.Generator().manual_seed(0)
     X, y = torch.randn(300, 20, generator=gen), torch.randint(0, 3, (300,), generator=gen)
     coords = torch.randn(300, 8, generator=gen)
