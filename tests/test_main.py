@@ -216,7 +216,7 @@ def test_sigkill_then_resume_gives_the_uninterrupted_codes_and_table(tmp_path):
 
 def test_ctrl_c_is_a_one_line_hint_to_resume(tmp_path):
     # one run: 8 bits, with epochs to spare so that a loaded machine cannot finish it before the signal arrives
-    proc = popen_cli([*RESUME[:6], *RESUME[7:], "--num_epochs", "100", "--log_dir", tmp_path])
+    proc = popen_cli([*RESUME[:6], *RESUME[7:], "--num_epochs", "1000", "--log_dir", tmp_path])
     deadline = time.monotonic() + 120
     try:
         while time.monotonic() < deadline and proc.poll() is None:
