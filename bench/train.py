@@ -560,7 +560,8 @@ def extra_adam(X, y, n_classes, args, device, n_steps, log):
         model, loss_fn = build(m, X.shape[1], n_classes, args)
         model.to(device).train()
         xb, yb = X[:BATCH], y[:BATCH]
-        total(loss_fn(model(xb), xb, yb)).backward()
+        coords = global_graph(X.cpu().numpy(), args, GRAPH_CACHE).coords[:BATCH].to(device)  # the diffusion target's
+        total(loss_fn(model(xb, coords=coords), xb, yb)).backward()
         cells = [m, f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M"]
         for kw in ({"foreach": False}, {"foreach": True}, {"fused": True}):
             try:
