@@ -3,6 +3,7 @@ thread so that two runs on a shared machine stay comparable) and a builder of pe
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -31,9 +32,12 @@ def run_cli(args: list[str], timeout: float = 300) -> subprocess.CompletedProces
 
 
 def popen_cli(args: list[str]) -> subprocess.Popen:
-    """`python main.py ARGS` started in the background (for tests that interrupt it)."""
+    """`python main.py ARGS` started in the background (for tests that interrupt it), with SIGINT at its default as
+    in a terminal: a suite started as a background job (`cmd &` in a script) ignores SIGINT, and its children would
+    inherit that, so Python would never turn Ctrl-C into KeyboardInterrupt."""
     return subprocess.Popen([sys.executable, str(REPO / "main.py"), *map(str, args)], cwd=REPO, env=cli_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def write_folder(root: Path, classes: dict[str, list[np.ndarray]]) -> Path:
