@@ -180,8 +180,9 @@ def train(model: HashModel, loss_fn: LossFn, X: RowSource, y: torch.Tensor, *, n
     net = distributed.data_parallel(model)
     rank, world, group = distributed.rank(), distributed.world_size(), min(group, batch_size)
     model.train()
+    quiet = {} if is_writer() else {"disable": True}  # rank 0 leaves `disable` unset, so TQDM_DISABLE=1 still works
     bar = tqdm(range(start, num_epochs), desc=desc, leave=False, dynamic_ncols=True, initial=start, total=num_epochs,
-               disable=not is_writer())
+               **quiet)
     for epoch in bar:
         t0 = time.perf_counter()
         model.set_epoch(epoch, num_epochs)

@@ -7,6 +7,8 @@ import csv
 import json
 import re
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -18,7 +20,7 @@ import main
 import results
 from arguments import METHOD_NAMES, parse_args
 import data
-from conftest import FAST, blob_folder, popen_cli, run_cli, write_folder
+from conftest import FAST, REPO, blob_folder, cli_env, popen_cli, run_cli, write_folder
 
 GRID = ["--method", "hagcn", "--task", "gcn", "cheby", "--exp_hash_len", "8", "16", "--seed", "3", *FAST]
 REQUIRED = "dataset,method,task,k,knn,hash_len,topk,map,precision_at_k,train_seconds,seed".split(",")
@@ -231,6 +233,19 @@ def test_ctrl_c_is_a_one_line_hint_to_resume(tmp_path):
     assert "Traceback" not in err and "add --resume to continue" in err
     assert not (tmp_path / "results.csv").exists()
 
+
+
+@pytest.mark.parametrize("quiet", [True, False], ids=["TQDM_DISABLE=1", "unset"])
+def test_tqdm_disable_decides_whether_the_progress_bar_is_drawn(tmp_path, quiet):
+    """The training bar obeys TQDM_DISABLE (it did not while train.train passed disable=False explicitly)."""
+    env = cli_env()
+    if not quiet:
+        del env["TQDM_DISABLE"]
+    run = subprocess.run([sys.executable, str(REPO / "main.py"), "--method", "hagcn", "--task", "gcn",
+                          "--exp_hash_len", "8", *FAST, "--log_dir", str(tmp_path)], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert ("it/s" in run.stderr or "s/it" in run.stderr) is not quiet
 
 # ----------------------------------------------------------------------------- in-process (no subprocess start-up)
 
