@@ -234,7 +234,6 @@ def test_ctrl_c_is_a_one_line_hint_to_resume(tmp_path):
     assert not (tmp_path / "results.csv").exists()
 
 
-
 @pytest.mark.parametrize("quiet", [True, False], ids=["TQDM_DISABLE=1", "unset"])
 def test_tqdm_disable_decides_whether_the_progress_bar_is_drawn(tmp_path, quiet):
     """The training bar obeys TQDM_DISABLE (it did not while train.train passed disable=False explicitly)."""
@@ -246,6 +245,7 @@ def test_tqdm_disable_decides_whether_the_progress_bar_is_drawn(tmp_path, quiet)
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     assert ("it/s" in run.stderr or "s/it" in run.stderr) is not quiet
+
 
 # ----------------------------------------------------------------------------- in-process (no subprocess start-up)
 
