@@ -554,14 +554,14 @@ def extra_threads(X, y, n_classes, args, device, n_steps, log):
               "Extras B: torch.set_num_threads (median ms per step, segmented step)"))
 
 
-def extra_adam(X, y, n_classes, args, device, n_steps, log):
+def extra_adam(X, y, coords, n_classes, args, device, n_steps, log):
+    """`coords`: the rows' diffusion coordinates (section 0's), for the forward that fills the gradients."""
     rows = []
     for m in ("gcn", "cheby"):
         model, loss_fn = build(m, X.shape[1], n_classes, args)
         model.to(device).train()
         xb, yb = X[:BATCH], y[:BATCH]
-        coords = global_graph(X.cpu().numpy(), args, GRAPH_CACHE).coords[:BATCH].to(device)  # the diffusion target's
-        total(loss_fn(model(xb, coords=coords), xb, yb)).backward()
+        total(loss_fn(model(xb, coords=coords[:BATCH]), xb, yb)).backward()
         cells = [m, f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M"]
         for kw in ({"foreach": False}, {"foreach": True}, {"fused": True}):
             try:
@@ -705,7 +705,7 @@ def main(argv=None) -> int:
         log("\n[extras]")
         extra_batch_size(X, device, log)
         extra_threads(X, y, n_classes, args, device, min(a.profile_steps, 30), log)
-        extra_adam(X, y, n_classes, args, device, min(a.profile_steps, 30), log)
+        extra_adam(X, y, coords, n_classes, args, device, min(a.profile_steps, 30), log)
     log(f"\nbenchmark wall time {time.perf_counter() - t_all:.0f} s; load average at the end: %.2f %.2f %.2f"
         % os.getloadavg())
     return 0
