@@ -24,13 +24,13 @@ import torch
 import baselines
 import distributed
 from arguments import ArgError, parse_args
-from data import DataError, Dataset, Rows, Split, chunk_rows, load_dataset, make_splits, standardised_rows
+from data import DataError, Dataset, Rows, RowSource, Split, chunk_rows, load_dataset, make_splits, standardised_rows
 from evaluate import evaluate_codes
 from graph import approximate_settings, diffusion_map, knn_graph
 from losses import hagcn_loss
-from model import HAGCN
+from model import HAGCN, HashModel
 from results import ResultsLog, format_table, is_writer, run_id_of, train_id_of
-from train import CheckpointError, TrainingDiverged, atomic_save, encode, train
+from train import CheckpointError, LossFn, TrainingDiverged, atomic_save, encode, train
 
 REPO = Path(__file__).resolve().parent
 RUN_KEYS = ["dataset", "root_dir", "subsample", "split", "folds", "query_per_class", "num_train", "k", "knn",
@@ -173,19 +173,27 @@ def fit_and_encode(method: str, task: str, bits: int, X: Rows, y: np.ndarray, sp
         model, loss_fn = build_hagcn(task, bits, X.shape[1], args)
     else:
         model, loss_fn = baselines.build_deep(method, X.shape[1], bits, n_classes, args)
-    device = torch.device(args.device)
-    model.to(device)
-    y_train = torch.from_numpy(y[split.train]).to(device)
-    g = graph()
-    seconds = train(model, loss_fn, X.subset(split.train), y_train,
-                    num_epochs=args.num_epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                    desc=desc, checkpoint=run_dir / "checkpoint.pt", resume=args.resume,
-                    neighbours=g.neighbours[:, :args.neighbour_pool] if args.batch_group > 1 else None,
-                    group=args.batch_group,
-                    edges=g.neighbours[:, :args.knn].to(device) if args.graph_edges == "global" else None,
-                    coords=g.coords.to(device) if g.coords is not None else None, history=run_dir / "epochs.csv",
-                    tensorboard=args.tensorboard, precision=args.precision)
+    model.to(torch.device(args.device))
+    y_train = torch.from_numpy(y[split.train]).to(args.device)
+    seconds = train_from_args(model, loss_fn, X.subset(split.train), y_train, args, graph(), desc, run_dir)
     return encode(model, X.subset(split.query)), encode(model, X.subset(split.db)), seconds
+
+
+def train_from_args(model: HashModel, loss_fn: LossFn, X_train: RowSource, y_train: torch.Tensor, args,
+                    g: GlobalGraph, desc: str, run_dir: Path | None = None, num_epochs: int | None = None) -> float:
+    """train.train as the flags in `args` set it up (the one place that maps them): neighbourhood batches from the
+    global graph `g`, its edges and diffusion coordinates where the flags use them (on y_train's device), and with
+    `run_dir` a checkpoint and epochs.csv there. Returns the training seconds."""
+    device = y_train.device
+    return train(model, loss_fn, X_train, y_train, num_epochs=num_epochs or args.num_epochs,
+                 batch_size=args.batch_size, lr=args.lr, seed=args.seed, desc=desc,
+                 checkpoint=run_dir / "checkpoint.pt" if run_dir else None, resume=args.resume,
+                 neighbours=g.neighbours[:, :args.neighbour_pool] if args.batch_group > 1 else None,
+                 group=args.batch_group,
+                 edges=g.neighbours[:, :args.knn].to(device) if args.graph_edges == "global" else None,
+                 coords=g.coords.to(device) if g.coords is not None and uses_diffusion(args) else None,
+                 history=run_dir / "epochs.csv" if run_dir else None, tensorboard=args.tensorboard,
+                 precision=args.precision)
 
 
 def save_codes(path: Path, data: Dataset, split: Split, q_bits: np.ndarray, db_bits: np.ndarray, rows: Rows) -> None:

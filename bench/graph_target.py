@@ -26,9 +26,9 @@ from arguments import parse_args  # noqa: E402
 from batching import validation_split  # noqa: E402
 from data import load_fashion_mnist, standardise  # noqa: E402
 from evaluate import mean_average_precision  # noqa: E402
-from main import build_hagcn, global_graph  # noqa: E402
+from main import build_hagcn, global_graph, train_from_args  # noqa: E402
 from model import HAGCN  # noqa: E402
-from train import encode, train  # noqa: E402
+from train import encode  # noqa: E402
 
 CONFIGS = [
     "--graph_edges batch --sim_target knn",           # the paper's batch graph (the previous default)
@@ -47,11 +47,8 @@ def trained_hagcn(config: str, bits: int, epochs: int, X: np.ndarray, y: np.ndar
     graph = global_graph(X[split.train], args, cache / "graphs")
     torch.manual_seed(args.seed)
     model, loss_fn = build_hagcn(args.task[0], bits, X.shape[1], args)
-    train(model, loss_fn, torch.from_numpy(X[split.train]), torch.from_numpy(y[split.train]), num_epochs=epochs,
-          batch_size=args.batch_size, lr=args.lr, seed=args.seed, desc=config,
-          neighbours=graph.neighbours[:, :args.neighbour_pool] if args.batch_group > 1 else None,
-          group=args.batch_group,
-          edges=graph.neighbours[:, :args.knn] if args.graph_edges == "global" else None, coords=graph.coords)
+    train_from_args(model, loss_fn, torch.from_numpy(X[split.train]), torch.from_numpy(y[split.train]), args, graph,
+                    config)
     return model
 
 

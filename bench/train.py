@@ -44,8 +44,8 @@ import graph as graph_mod  # noqa: E402
 from arguments import FILTER_NAMES, build_parser  # noqa: E402
 from data import load_fashion_mnist, make_splits, standardise  # noqa: E402
 from losses import total  # noqa: E402
-from main import build_hagcn, global_graph  # noqa: E402
-from train import epoch_batches, train  # noqa: E402
+from main import build_hagcn, global_graph, train_from_args  # noqa: E402
+from train import epoch_batches  # noqa: E402
 
 DEEP_BASELINES = ["bihalf", "dsh", "hashnet", "shc"]
 BITS, HIDDEN, ORDER, KNN, BATCH = 32, 768, 4, 10, 128
@@ -202,9 +202,7 @@ def bench_vs_plain(X, y, n_classes, args, device, steps, rounds, log):
     def hagcn_run():
         model, loss_fn = build("gcn", X.shape[1], n_classes, args)
         model.to(device)
-        return train(model, loss_fn, Xs, ys, num_epochs=1, batch_size=BATCH, lr=args.lr, seed=args.seed,
-                     desc="gcn", neighbours=g.neighbours[:, :args.neighbour_pool], group=args.batch_group,
-                     coords=g.coords.to(device), precision=args.precision)
+        return train_from_args(model, loss_fn, Xs, ys, args, g, "gcn", num_epochs=1)
 
     def plain_run():
         return plain_steps(Xs, torch.randperm(rows, generator=gen).to(device).split(BATCH), device)
@@ -323,11 +321,7 @@ def bench_epochs(methods, X, y, n_classes, args, device, steps, epochs, reps, lo
         model.load_state_dict(states[m])
         model.prepare = lambda X_, y_: None  # done once above; train.train calls it before its epochs
         check_device(device, f"{m} model", model)
-        g = graphs[len(Xr)]
-        coords = g.coords if m in FILTER_NAMES else None   # deep baselines ignore them; PAPER_GRAPH has none
-        sec = train(model, loss_fn, Xr, yr, num_epochs=ne, batch_size=BATCH, lr=args.lr, seed=args.seed,
-                    desc=m, checkpoint=None, neighbours=g.neighbours[:, :args.neighbour_pool], group=args.batch_group,
-                    coords=None if coords is None else coords.to(Xr.device))
+        sec = train_from_args(model, loss_fn, Xr, yr, method_args(m, args), graphs[len(Xr)], m, num_epochs=ne)
         check_device(device, f"{m} model after training", model)
         return sec
 

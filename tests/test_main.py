@@ -342,6 +342,39 @@ def test_grid_cells_one_per_method_filter_and_code_length(tmp_path):
     assert [c.desc for c in cells[3:5]] == ["hagcn-cheby 16 bits fold 2", "lsh 8 bits fold 2"]
 
 
+
+def captured_train_call(monkeypatch, flags: list[str], run_dir: Path | None) -> dict:
+    """The keyword arguments main.train_from_args hands train.train for these flags (train itself replaced)."""
+    calls = []
+    monkeypatch.setattr(main, "train", lambda *a, **kw: calls.append(kw) or 1.5)
+    args = parse_args(["--knn", "3", "--neighbour_pool", "5", *flags])
+    g = main.GlobalGraph(torch.arange(40).reshape(5, 8), torch.rand(5, 4))
+    seconds = main.train_from_args(None, None, torch.zeros(5, 2), torch.zeros(5), args, g, "run", run_dir)
+    assert seconds == 1.5 and len(calls) == 1
+    return calls[0]
+
+
+def test_train_from_args_maps_every_training_flag(monkeypatch, tmp_path):
+    """The one mapping of flags to train.train, which main.py and the benches share: a flag it dropped would be
+    ignored everywhere (bench/graph_target.py once trained fp32 whatever its configuration's --precision said)."""
+    kw = captured_train_call(monkeypatch, ["--precision", "bf16", "--graph_edges", "global", "--lr", "3e-3",
+                                           "--batch_size", "32", "--batch_group", "4", "--seed", "7",
+                                           "--num_epochs", "3", "--resume"], tmp_path)
+    assert (kw["precision"], kw["lr"], kw["batch_size"], kw["group"], kw["seed"], kw["num_epochs"], kw["resume"]) == \
+        ("bf16", 3e-3, 32, 4, 7, 3, True)
+    assert torch.equal(kw["neighbours"], torch.arange(40).reshape(5, 8)[:, :5])
+    assert torch.equal(kw["edges"], torch.arange(40).reshape(5, 8)[:, :3])
+    assert kw["coords"].shape == (5, 4)  # the default --sim_target diffusion uses them
+    assert (kw["checkpoint"], kw["history"]) == (tmp_path / "checkpoint.pt", tmp_path / "epochs.csv")
+
+
+def test_train_from_args_leaves_out_what_the_flags_do_not_use(monkeypatch):
+    kw = captured_train_call(monkeypatch, ["--graph_edges", "batch", "--sim_target", "knn", "--batch_group", "1"],
+                             None)
+    assert (kw["neighbours"], kw["edges"], kw["coords"], kw["checkpoint"], kw["history"]) == (None,) * 5
+    assert kw["precision"] == "fp32"
+
+
 # ----------------------------------------------------------------------------- feature matrix and multi-label data
 
 SMALL = ["--task", "gcn", "--exp_hash_len", "8", "--num_epochs", "2", "--hidden", "16", "--batch_size", "16"]
