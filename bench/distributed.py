@@ -6,6 +6,8 @@ them, with the load average, since this machine is shared.
 
     python bench/distributed.py                                  # Fashion-MNIST, 10,000-item subsample
     python bench/distributed.py --dataset digits --subsample 0 --num_epochs 10      # all 1,797 digits
+    python bench/distributed.py --dataset digits --subsample 0 --num_epochs 20 --bits 16 --hidden 64 --seeds 0 1 2 3 4
+                                                                 # what N processes cost in mAP, seed by seed
 """
 from __future__ import annotations
 
@@ -56,20 +58,25 @@ def main() -> None:
     p.add_argument("--num_epochs", type=int, default=4)
     p.add_argument("--batch_size", type=int, default=128)
     p.add_argument("--nproc", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--bits", type=int, default=32)
+    p.add_argument("--hidden", type=int, default=768)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="one row per seed and process count")
     p.add_argument("--log_dir", type=Path, default=REPO / "logs" / "bench_distributed")
     a = p.parse_args()
-    flags = ["--dataset", a.dataset, "--method", "hagcn", "--task", "gcn", "--exp_hash_len", "32",
-             "--num_epochs", str(a.num_epochs), "--batch_size", str(a.batch_size)]
+    flags = ["--dataset", a.dataset, "--method", "hagcn", "--task", "gcn", "--exp_hash_len", str(a.bits),
+             "--hidden", str(a.hidden), "--num_epochs", str(a.num_epochs), "--batch_size", str(a.batch_size)]
     flags += ["--subsample", str(a.subsample)] if a.subsample else []
-    print(f"{a.dataset}, {a.subsample or 'all'} items, HAGCN-gcn 32 bits, global batch {a.batch_size}, {a.num_epochs} epochs, "
-          f"one thread per process, {os.cpu_count()} cores")
-    print(f"{'processes':>9} {'s/epoch':>8} {'speed-up':>8} {'wall s':>7} {'CPU s':>7} {'mAP':>7} {'load':>5}")
-    base = None
-    for n in a.nproc:
-        r = run(n, flags, a.log_dir / f"nproc{n}")
-        base = base or r["epoch_s"]
-        print(f"{n:>9} {r['epoch_s']:>8.2f} {base / r['epoch_s']:>7.2f}x {r['wall_s']:>7.1f} {r['cpu_s']:>7.1f} "
-              f"{r['map']:>7.4f} {r['load']:>5.1f}", flush=True)
+    print(f"{a.dataset}, {a.subsample or 'all'} items, HAGCN-gcn {a.bits} bits, hidden {a.hidden}, global batch "
+          f"{a.batch_size}, {a.num_epochs} epochs, one thread per process, {os.cpu_count()} cores")
+    print(f"{'seed':>4} {'processes':>9} {'s/epoch':>8} {'speed-up':>8} {'wall s':>7} {'CPU s':>7} {'mAP':>7} "
+          f"{'vs 1st':>7} {'load':>5}")
+    for seed in a.seeds:
+        base = None
+        for n in a.nproc:
+            r = run(n, [*flags, "--seed", str(seed)], a.log_dir / f"nproc{n}")
+            base = base or r
+            print(f"{seed:>4} {n:>9} {r['epoch_s']:>8.2f} {base['epoch_s'] / r['epoch_s']:>7.2f}x {r['wall_s']:>7.1f} "
+                  f"{r['cpu_s']:>7.1f} {r['map']:>7.4f} {r['map'] - base['map']:>+7.4f} {r['load']:>5.1f}", flush=True)
 
 
 if __name__ == "__main__":
