@@ -35,3 +35,16 @@ def test_bench_script_prints_its_usage(script):
     run = subprocess.run([sys.executable, str(script), "--help"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert "usage:" in run.stdout
+
+
+def test_distributed_bench_gives_one_row_per_seed(tmp_path):
+    """bench/distributed.py --seeds: each seed trains its own run (the README's mAP-cost table compares them)."""
+    run = subprocess.run([sys.executable, str(REPO / "bench" / "distributed.py"), "--dataset", "digits", "--subsample",
+                          "300", "--num_epochs", "2", "--bits", "8", "--hidden", "16", "--seeds", "0", "1",
+                          "--nproc", "1", "--log_dir", str(tmp_path)], cwd=REPO, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr
+    rows = [line.split() for line in run.stdout.splitlines()[2:]]
+    assert [(r[0], r[1]) for r in rows] == [("0", "1"), ("1", "1")]
+    assert rows[0][6] != rows[1][6]  # the mAP column: another seed, another model
+    assert {r[7] for r in rows} == {"+0.0000"}  # a one-process run is its own baseline
