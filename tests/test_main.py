@@ -342,7 +342,6 @@ def test_grid_cells_one_per_method_filter_and_code_length(tmp_path):
     assert [c.desc for c in cells[3:5]] == ["hagcn-cheby 16 bits fold 2", "lsh 8 bits fold 2"]
 
 
-
 def captured_train_call(monkeypatch, flags: list[str], run_dir: Path | None) -> dict:
     """The keyword arguments main.train_from_args hands train.train for these flags (train itself replaced)."""
     calls = []
