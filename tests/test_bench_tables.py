@@ -143,3 +143,13 @@ def test_readme_results_tables_are_the_committed_ones():
     outside = tables.README_BLOCK.sub("", readme)
     assert not re.search(r"^\| method \| labels \|", outside, re.M), "a results table outside a generated block"
     assert "mAP@200 on " not in outside, "a printed main.py table pasted into the README"
+
+
+def test_readme_cites_only_committed_results_and_every_bench_output():
+    """Provenance both ways: each results/ path the README names is in the repository, and each benchmark or
+    validation output under results/ is named in the README (by path or, inside a folder it names, by file name)."""
+    readme = (REPO / "README.md").read_text()
+    cited = {p.rstrip(".,;:)") for p in re.findall(r"results/[\w./-]+", readme)}
+    assert cited and [p for p in cited if not (REPO / p).exists()] == []
+    outputs = [p for d in ("bench", "validation") for p in (REPO / "results" / d).rglob("*.txt")]
+    assert outputs and [str(p.relative_to(REPO)) for p in outputs if p.name not in readme] == []
