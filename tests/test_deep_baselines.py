@@ -235,6 +235,40 @@ def test_shc_multi_label_similarity_from_a_sigmoid_classifier():
     assert torch.equal(torch.sign(-h.grad[0]), target[0])  # pulled toward the sign of the summed centres
 
 
+
+def autograd_classifier(X: torch.Tensor, y: torch.Tensor, c: int, seed: int, steps: int) -> torch.Tensor:
+    """SHC's stage-1 classifier trained by autograd, as the paper's loss reads: its (W, b) after `steps` Adam steps."""
+    gen = torch.Generator().manual_seed(seed)
+    W = (torch.randn(X.shape[1], c, generator=gen) / X.shape[1] ** 0.5).requires_grad_()
+    b = torch.zeros(c, requires_grad=True)
+    opt = torch.optim.Adam([W, b], lr=1e-2, weight_decay=1e-4)
+    for _ in range(steps):
+        logits = X @ W + b
+        loss = (torch.nn.functional.binary_cross_entropy_with_logits(logits, y.float()) if y.dim() == 2
+                else torch.nn.functional.cross_entropy(logits, y))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return torch.cat([W.detach(), b.detach()[None]])
+
+
+@pytest.mark.parametrize("multi", [False, True])
+def test_shc_classifier_gradient_is_the_losses_gradient(multi):
+    """fit_class_similarity writes the cross-entropy's gradient out (for speed); after 20 Adam steps its class
+    similarity equals the one of a classifier trained by autograd on the loss itself, softmax or sigmoid."""
+    rng = np.random.default_rng(1)
+    X = torch.from_numpy(rng.normal(size=(300, 12)).astype(np.float32))
+    y = torch.from_numpy(rng.integers(0, 2, (300, 5)) if multi else rng.integers(0, 5, 300))
+    model, _ = baselines.build_deep("shc", 12, 16, 5, ARGS)
+    model.clf_steps = 20
+    ref = autograd_classifier(X, y, 5, ARGS.seed, 20)
+    scaled = (X @ ref[:-1] + ref[-1]) / model.temperature
+    probs = torch.sigmoid(scaled) if multi else torch.softmax(scaled, dim=1)
+    member = y.float() if multi else torch.nn.functional.one_hot(y, 5).float()
+    unit = torch.nn.functional.normalize(member.T @ probs / member.sum(0)[:, None], dim=1)
+    assert torch.allclose(model.fit_class_similarity(X, y), (unit @ unit.T).fill_diagonal_(1.0), atol=1e-5)
+
+
 @pytest.mark.parametrize("loss", ["dsh_loss", "hashnet_loss"])
 def test_pairwise_losses_read_one_hot_rows_as_integer_labels(loss):
     """The multi-hot path of losses.pair_similarity: one-hot rows give exactly the integer-label loss, and
