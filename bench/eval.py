@@ -1,6 +1,7 @@
 """Speed of evaluate.py: (1) mAP@200 against the paper repo's per-query loop at Q = N = 7,000, 32 bits, 10 classes,
 and the tie-aware mAP@200 (ties="expected") beside the stable one;
 (2) hamming_topk against faiss IndexBinaryFlat at Q = 1,000, N = 1,000,000, 64 bits, k = 100.
+(3) the stable order of tied items against the tie-aware mAP on digits (LSH, ITQ; ITQ over random database orders).
 Run: python bench/eval.py [--quick] [--reps 5]. Medians over repetitions; numba is warmed up before timing."""
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import baselines  # noqa: E402
+from data import load_dataset, make_splits, standardise  # noqa: E402
 from evaluate import hamming_topk, mean_average_precision, pack  # noqa: E402
 
 
@@ -102,6 +105,31 @@ def bench_topk(n_query: int, n_db: int, k: int, reps: int) -> list[tuple[str, st
                     f"{lowest_index_among_ties(idx, dist, q_bytes, db_bytes)}")]
 
 
+def bench_ties(orders: int = 50) -> list[tuple[str, str]]:
+    """What the order of equally distant items does to mAP@200 on digits (the default split, seed 0): the stable
+    order (ties to the lower database index) against the tie-aware expectation, for LSH and ITQ as main.py fits
+    them, and ITQ's 16-bit stable mAP over `orders` seeded random orders of the database and the class-sorted one."""
+    data = load_dataset("digits")
+    split = make_splits(data.y, "ref", 1, 0)[0]
+    X = standardise(data.X, split.train)
+    ql, dl = data.y[split.query], data.y[split.db]
+    rows, codes = [], {}
+    for name, bits in [("lsh", 16), ("itq", 16), ("itq", 32)]:
+        coder = baselines.CLOSED_FORM[name]().fit(X[split.train], bits, 0)
+        q, db = codes[name, bits] = coder.encode(X[split.query]), coder.encode(X[split.db])
+        stable, expected = (mean_average_precision(q, db, ql, dl, 200, ties=t) for t in ("index", "expected"))
+        rows.append((f"digits {name} {bits} bits mAP@200: stable order / tie-aware", f"{stable:.4f} / {expected:.4f}"))
+    q, db = codes["itq", 16]
+    rng = np.random.default_rng(0)
+    shuffled = [mean_average_precision(q, db[p], ql, dl[p], 200, ties="index")
+                for p in (rng.permutation(len(dl)) for _ in range(orders))]
+    by_class = np.argsort(dl, kind="stable")
+    return rows + [(f"  itq 16 bits, stable order over {orders} random database orders",
+                    f"{min(shuffled):.4f} - {max(shuffled):.4f}"),
+                   ("  itq 16 bits, stable order, database sorted by class",
+                    f"{mean_average_precision(q, db[by_class], ql, dl[by_class], 200, ties='index'):.4f}")]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--quick", action="store_true", help="smaller sizes (Q=N=2,000; Q=200 vs N=200,000)")
@@ -111,7 +139,7 @@ def main() -> None:
     n = 2_000 if args.quick else 7_000
     n_query, n_db = (200, 200_000) if args.quick else (1_000, 1_000_000)
     print(f"numba threads: {numba.get_num_threads()}", flush=True)
-    rows = bench_map(n, args.reps, args.loop_reps) + bench_topk(n_query, n_db, 100, args.reps)
+    rows = bench_map(n, args.reps, args.loop_reps) + bench_topk(n_query, n_db, 100, args.reps) + bench_ties()
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
