@@ -48,12 +48,12 @@ HOST_MAX_ROWS = 256  # rows up to which a GPU batch's spectral work runs on the 
 
 
 @torch.no_grad()
-def on_host(fn: Callable, x: torch.Tensor, *args):
-    """fn(x, *args), run on the CPU when x is a GPU tensor of at most HOST_MAX_ROWS rows, its tensor (or tuple of
+def on_host(fn: Callable, x: torch.Tensor, *args, max_rows: int = HOST_MAX_ROWS):
+    """fn(x, *args), run on the CPU when x is a GPU tensor of at most `max_rows` rows, its tensor (or tuple of
     tensors) returned on x's device. A batch's eigenproblems and spline responses are strings of tiny kernels and host
     syncs: on an H200, cuSOLVER's eigh of a 128 x 128 Laplacian took 1.9 ms and 4 Lanczos steps 1.6 ms, against 1.2
     and 0.5 ms through the CPU (bench log results/bench/gpu_h200/eigh_host_vs_cuda.txt; the GPU wins from 512 rows)."""
-    if x.device.type == "cpu" or x.shape[0] > HOST_MAX_ROWS:
+    if x.device.type == "cpu" or x.shape[0] > max_rows:
         return fn(x, *args)
     out = fn(x.cpu(), *args)
     return out.to(x.device) if isinstance(out, torch.Tensor) else tuple(t.to(x.device) for t in out)

@@ -234,7 +234,7 @@ def bench_candidates(X, y, coords, n_classes, args, device, n_steps, threads, lo
     def make(name):
         torch.manual_seed(0)
         if name == "plain loop (Adam defaults)":
-            model, fwd, opt_kw, bf16 = PlainNet(X.shape[1]).to(device), None, {}, False
+            model, opt_kw, bf16 = PlainNet(X.shape[1]).to(device), {}, False
             fwd = lambda xb, yb, cb: plain_loss(model(xb), xb)
         else:
             opt_kw, bf16, compiled = CANDIDATES[name]
@@ -506,7 +506,7 @@ def time_ms(fn, device, reps=30, warmup=3) -> float:
 
 def extra_batch_size(X, device, log):
     """Graph and spectrum cost against the batch size; on a GPU also eigh and Lanczos through the CPU (graph.on_host
-    with its row limit lifted), the comparison that sets graph.HOST_MAX_ROWS."""
+    with max_rows at the batch size), the comparison that sets graph.HOST_MAX_ROWS."""
     on_gpu = device.type == "cuda"
     rows = []
     for b in (64, 128, 256, 512, 1024):
@@ -519,12 +519,9 @@ def extra_batch_size(X, device, log):
                f"{time_ms(lambda: graph_mod.lanczos(g.lap, ORDER), device, reps):.2f}",
                f"{time_ms(lambda: g.a_hat @ z, device, reps):.2f}"]
         if on_gpu:
-            limit, graph_mod.HOST_MAX_ROWS = graph_mod.HOST_MAX_ROWS, sys.maxsize
-            try:
-                row += [f"{time_ms(lambda: graph_mod.on_host(torch.linalg.eigh, g.lap), device, reps):.2f}",
-                        f"{time_ms(lambda: graph_mod.on_host(graph_mod.lanczos, g.lap, ORDER), device, reps):.2f}"]
-            finally:
-                graph_mod.HOST_MAX_ROWS = limit
+            via_cpu = lambda fn, *a: graph_mod.on_host(fn, g.lap, *a, max_rows=b)
+            row += [f"{time_ms(lambda: via_cpu(torch.linalg.eigh), device, reps):.2f}",
+                    f"{time_ms(lambda: via_cpu(graph_mod.lanczos, ORDER), device, reps):.2f}"]
         rows.append(row)
     log(table(["batch", "batch_graph ms", "eigh ms", f"lanczos(K={ORDER}) ms", "A_hat @ Z (h=768) ms"]
               + (["eigh via CPU ms", "lanczos via CPU ms"] if on_gpu else []), rows,
