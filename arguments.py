@@ -56,6 +56,9 @@ def build_parser() -> Parser:
     a("--folds", type=int, default=1, help="number of folds (ref: K-fold; standard: independent query draws)")
     a("--query_per_class", type=int, default=100, help="--split standard: queries per class")
     a("--num_train", type=int, default=10000, help="--split standard: training items sampled from the database")
+    a("--val_queries", type=int, default=1000,
+      help="validation queries held out of each fold's training rows (at most a tenth of them; 0: no validation)")
+    a("--val_db", type=int, default=5000, help="validation database: a sample of this many of the training rows")
     # methods
     a("--method", nargs="+", default=["hagcn", "itq", "lsh"],
       help=f"any of {' '.join(METHOD_NAMES)}, or all (default: HAGCN with ITQ and LSH for context)")
@@ -84,16 +87,26 @@ def build_parser() -> Parser:
       help="similarity target S of the 'ours' loss: cosine of the diffusion coordinates, the batch graph's edges, or "
            "cosine of the inputs")
     a("--lambda_", type=float, default=1.0, help="weight of the similarity term (paper repo: 1e-4)")
+    a("--recon_weight", type=float, default=1.0,
+      help="weight of HAGCN's reconstruction term; 0 skips the filter and the decoder (no reconstruction)")
     # optimisation
     a("--num_epochs", type=int, default=None,
       help=f"training epochs (default: 50, as the paper; {DIGITS_EPOCHS} on digits, the few-minute demo)")
     a("--batch_size", type=int, default=128)
-    a("--lr", type=float, default=1e-4)
+    a("--lr", type=float, default=1e-4, help="Adam's learning rate (the peak of --lr_schedule cosine)")
+    a("--lr_schedule", choices=["constant", "cosine"], default="constant",
+      help="constant, or linear warm-up over --warmup_epochs then cosine decay to 0 at the last epoch")
+    a("--warmup_epochs", type=float, default=0.0, help="--lr_schedule cosine: epochs of linear warm-up")
     a("--seed", type=int, default=0)
     a("--precision", choices=["fp32", "bf16"], default="fp32",
       help="bf16: forward and loss under bfloat16 autocast (faster on CPUs with AVX512-BF16/AMX; fp32 weights)")
     a("--device", type=str, default=None, help="cuda or cpu (default: cuda when available)")
     # evaluation and outputs
+    a("--val_every", type=int, default=1, help="score the validation split every this many epochs (and the last)")
+    a("--select_epoch", choices=["last", "best_val"], default="last",
+      help="codes of the last epoch, or of the epoch with the best validation mAP")
+    a("--early_stop", type=int, default=0,
+      help="stop after this many validations without a better validation mAP (0: never)")
     a("--topk", type=int, default=200, help="mAP@topk (0 = whole database)")
     a("--ties", choices=["expected", "index"], default="expected",
       help="mAP of the table: expected over the orders of equally distant items (tie-aware, He et al. CVPR 2018) "
@@ -218,6 +231,15 @@ def check_args(args: argparse.Namespace) -> None:
     need(args.num_cls is None or args.num_cls >= 2, f"--num_cls {args.num_cls}: must be at least 2")
     need(args.subsample is None or args.subsample >= 10, f"--subsample {args.subsample}: must be at least 10")
     need(args.query_per_class >= 1 and args.num_train >= 1, "--query_per_class/--num_train: must be positive")
+    need(args.val_queries >= 0, f"--val_queries {args.val_queries}: must be 0 (no validation) or positive")
+    need(args.val_db >= 1, f"--val_db {args.val_db}: must be positive")
+    need(args.val_every >= 1, f"--val_every {args.val_every}: must be at least 1")
+    need(args.early_stop >= 0, f"--early_stop {args.early_stop}: must be 0 (never) or positive")
+    for flag, used in (("--select_epoch best_val", args.select_epoch == "best_val"),
+                       (f"--early_stop {args.early_stop}", args.early_stop > 0)):
+        need(not used or args.val_queries > 0, f"{flag}: needs a validation split (--val_queries is 0)")
+    need(args.warmup_epochs >= 0, f"--warmup_epochs {args.warmup_epochs}: must be non-negative")
+    need(args.recon_weight >= 0, f"--recon_weight {args.recon_weight}: must be non-negative")
     need(args.dataset != "folder" or bool(args.root_dir), "--dataset folder: needs --root_dir PATH")
     check_matrix_args(args)
     check_batch_shares(args)

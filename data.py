@@ -12,7 +12,7 @@ import mmap
 import os
 import shutil
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Protocol
 
@@ -38,9 +38,11 @@ class Dataset:
 
 @dataclass
 class Split:
-    train: np.ndarray        # row indices into Dataset.X
+    train: np.ndarray        # row indices into Dataset.X: the rows every method fits on
     query: np.ndarray
     db: np.ndarray
+    val_query: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))  # held out of `train`
+    val_db: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))     # a sample of `train`
 
 
 # ----------------------------------------------------------------------------- built-in datasets
@@ -506,25 +508,41 @@ def per_class_queries(y: np.ndarray, c: int, per_class: int, rng: np.random.Gene
     return rng.choice(members, per_class, replace=False)
 
 
-def make_splits(y: np.ndarray, split: str, folds: int, seed: int,
-                query_per_class: int = 100, num_train: int = 10000) -> list[Split]:
+def make_splits(y: np.ndarray, split: str, folds: int, seed: int, query_per_class: int = 100,
+                num_train: int = 10000, val_queries: int = 0, val_db: int = 0) -> list[Split]:
     """One split per fold. ref + --folds F: K-fold, each fold's held-out part halved into database/query.
-    standard + --folds F: F independent query draws (seeds seed..seed+F-1)."""
+    standard + --folds F: F independent query draws (seeds seed..seed+F-1). With `val_queries`, each fold's training
+    part is split once more (with_validation)."""
     n = len(y)
     if n < 10:
         raise DataError(f"dataset has {n} items; at least 10 are needed to form train/query/database splits")
     if split == "standard":
-        return [standard_split(y, query_per_class, num_train, seed + f) for f in range(folds)]
-    if 2 * folds > n:
+        splits = [standard_split(y, query_per_class, num_train, seed + f) for f in range(folds)]
+    elif 2 * folds > n:
         raise DataError(f"--folds {folds}: {n} items are too few (each fold's held-out part needs a query and a database item)")
-    idx = np.arange(n)
-    if folds == 1:
-        return [ref_split(idx, seed)]
-    splits = []
-    for train, test in KFold(n_splits=folds, shuffle=True, random_state=seed).split(idx):
-        db, query = train_test_split(test, test_size=0.5, random_state=seed)
-        splits.append(Split(np.sort(train), np.sort(query), np.sort(db)))
-    return splits
+    elif folds == 1:
+        splits = [ref_split(np.arange(n), seed)]
+    else:
+        splits = []
+        for train, test in KFold(n_splits=folds, shuffle=True, random_state=seed).split(np.arange(n)):
+            db, query = train_test_split(test, test_size=0.5, random_state=seed)
+            splits.append(Split(np.sort(train), np.sort(query), np.sort(db)))
+    return [with_validation(s, y, val_queries, val_db, seed) for s in splits] if val_queries else splits
+
+
+def with_validation(split: Split, y: np.ndarray, val_queries: int, val_db: int, seed: int) -> Split:
+    """The split with a labelled validation part carved from its training rows only: `val_queries` of them (at most a
+    tenth, class-stratified where possible) are held out of training for every method, so that supervised methods
+    never see their labels and every method fits on the same rows; the validation database is a sample of at most
+    `val_db` of the remaining training rows. Query and database rows never take part."""
+    n_query = max(1, min(val_queries, len(split.train) // 10))
+    labels = y[split.train]
+    stratified = not is_multi_label(y) and np.bincount(labels).min() >= 2 and n_query > labels.max()
+    stratify = labels if stratified else None
+    train, val_query = train_test_split(split.train, test_size=n_query, random_state=seed, stratify=stratify)
+    rng = np.random.default_rng(seed)
+    val_db = rng.choice(train, min(val_db, len(train)), replace=False) if val_db else train
+    return Split(np.sort(train), split.query, split.db, np.sort(val_query), np.sort(val_db))
 
 
 # ----------------------------------------------------------------------------- standardised rows, read on demand

@@ -31,8 +31,9 @@ def total(terms: dict[str, torch.Tensor] | torch.Tensor) -> torch.Tensor:
 
 
 def hagcn_loss(out: dict, x: torch.Tensor, y: torch.Tensor, *, lambda_: float, form: str = "ours",
-               target: str = "knn") -> dict[str, torch.Tensor]:
-    """Reconstruction + similarity preservation (terms 'reconstruction' and 'similarity', the latter with lambda).
+               target: str = "knn", recon_weight: float = 1.0) -> dict[str, torch.Tensor]:
+    """Reconstruction + similarity preservation (terms 'reconstruction', with recon_weight, and 'similarity', with
+    lambda; without out["recon"], the model's --recon_weight 0 ablation, the similarity term alone).
 
     ours:       MSE(X_hat, X) + lambda * mean((P_s P_s^T / L - S)^2),  P_s = 2P - 1
     paper_repo: MSE(X_hat, X) + lambda * mean((P_s P_s^T - L * Z1 Z1^T / B)^2)  (the paper repo's form)
@@ -40,12 +41,12 @@ def hagcn_loss(out: dict, x: torch.Tensor, y: torch.Tensor, *, lambda_: float, f
     probs = out["probs"]
     n, n_bits = probs.shape
     ps = 2 * probs - 1
-    recon = F.mse_loss(out["recon"], x)
+    terms = {} if out["recon"] is None else {"reconstruction": recon_weight * F.mse_loss(out["recon"], x)}
     if form == "paper_repo":
         z1 = out["z1"]
-        return {"reconstruction": recon, "similarity": lambda_ * ((ps @ ps.T - n_bits * (z1 @ z1.T) / n) ** 2).mean()}
+        return {**terms, "similarity": lambda_ * ((ps @ ps.T - n_bits * (z1 @ z1.T) / n) ** 2).mean()}
     s = similarity_target(x, out["a_hat"], target, out.get("coords"))
-    return {"reconstruction": recon, "similarity": lambda_ * ((ps @ ps.T / n_bits - s) ** 2).mean()}
+    return {**terms, "similarity": lambda_ * ((ps @ ps.T / n_bits - s) ** 2).mean()}
 
 
 # ----------------------------------------------------------------------------- deep baselines (SPEC section 3)

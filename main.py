@@ -25,18 +25,19 @@ import baselines
 import distributed
 from arguments import ArgError, parse_args
 from data import DataError, Dataset, Rows, RowSource, Split, chunk_rows, load_dataset, make_splits, standardised_rows
-from evaluate import evaluate_codes
+from evaluate import evaluate_codes, mean_average_precision
 from graph import approximate_settings, diffusion_map, knn_graph
 from losses import hagcn_loss
 from model import HAGCN, HashModel
 from results import ResultsLog, format_table, is_writer, run_id_of, train_id_of
-from train import CheckpointError, LossFn, TrainingDiverged, atomic_save, encode, train
+from train import CheckpointError, LossFn, Trained, TrainingDiverged, Validation, atomic_save, encode, train
 
 REPO = Path(__file__).resolve().parent
 RUN_KEYS = ["dataset", "root_dir", "subsample", "split", "folds", "query_per_class", "num_train", "k", "knn",
             "hidden", "hash_head", "graph_source", "alpha", "alpha_max", "tau", "loss_form", "sim_target",
-            "lambda_", "num_epochs", "batch_size", "batch_group", "neighbour_pool", "graph_edges", "diffusion_dims",
-            "diffusion_t", "lr", "precision", "seed", "topk", "metric", "ties"]
+            "lambda_", "recon_weight", "num_epochs", "batch_size", "batch_group", "neighbour_pool", "graph_edges",
+            "diffusion_dims", "diffusion_t", "lr", "lr_schedule", "warmup_epochs", "precision", "seed", "val_queries",
+            "val_db", "val_every", "select_epoch", "early_stop", "topk", "metric", "ties"]
 
 
 # ----------------------------------------------------------------------------- one run
@@ -76,8 +77,9 @@ def reuse_trained(source: Path, run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def build_hagcn(task: str, bits: int, d_in: int, args) -> tuple[HAGCN, partial]:
     model = HAGCN(d_in, args.hidden, bits, task, args.k, args.knn, args.hash_head, args.graph_source,
-                  args.alpha, args.alpha_max, args.tau)
-    return model, partial(hagcn_loss, lambda_=args.lambda_, form=args.loss_form, target=args.sim_target)
+                  args.alpha, args.alpha_max, args.tau, reconstruct=args.recon_weight > 0)
+    return model, partial(hagcn_loss, lambda_=args.lambda_, form=args.loss_form, target=args.sim_target,
+                          recon_weight=args.recon_weight)
 
 
 def uses_diffusion(args) -> bool:
@@ -155,11 +157,36 @@ def as_global_graph(arrays) -> GlobalGraph:
                        torch.from_numpy(arrays["coords"]) if "coords" in arrays else None)
 
 
+@dataclass
+class ValidationSet:
+    """A fold's labelled validation part of its training split (data.with_validation), standardised, in RAM."""
+    query: np.ndarray
+    db: np.ndarray
+    query_labels: np.ndarray
+    db_labels: np.ndarray
+    topk: int | None
+
+    def map_of(self, q_bits: np.ndarray, db_bits: np.ndarray) -> float:
+        """Tie-aware mAP@topk of these codes, relevance = a shared label (the table's metric, whatever --metric)."""
+        return mean_average_precision(q_bits, db_bits, self.query_labels, self.db_labels, self.topk, ties="expected")
+
+    def score(self, model: HashModel) -> float:
+        return self.map_of(encode(model, self.query), encode(model, self.db))
+
+
+def validation_set(rows: Rows, y: np.ndarray, split: Split, args) -> ValidationSet | None:
+    if not len(split.val_query):
+        return None
+    return ValidationSet(rows[split.val_query], rows[split.val_db], y[split.val_query], y[split.val_db],
+                         args.topk or None)
+
+
 def fit_and_encode(method: str, task: str, bits: int, X: Rows, y: np.ndarray, split: Split,
-                   n_classes: int, args, run_dir: Path, desc: str,
-                   graph: Callable[[], GlobalGraph]) -> tuple[np.ndarray, np.ndarray, float]:
-    """Fit on the training split only; return the query codes, database codes and training seconds.
-    `graph()` gives the training rows' global neighbourhood graph (built once per fold, by the first deep run).
+                   n_classes: int, args, run_dir: Path, desc: str, graph: Callable[[], GlobalGraph],
+                   val: ValidationSet | None = None) -> tuple[np.ndarray, np.ndarray, Trained]:
+    """Fit on the training split only; return the query codes, database codes and what training reported (a
+    closed-form fit: its seconds, no epochs, and its validation mAP). `graph()` gives the training rows' global
+    neighbourhood graph (built once per fold, by the first deep run); `val` is scored during training.
     Deep methods read X's rows batch by batch; the closed-form baselines take their split's rows in RAM."""
     if method in baselines.CLOSED_FORM:
         t0 = time.perf_counter()
@@ -167,7 +194,8 @@ def fit_and_encode(method: str, task: str, bits: int, X: Rows, y: np.ndarray, sp
         seconds = time.perf_counter() - t0
         if is_writer():
             atomic_save({"method": method, "state": vars(coder)}, run_dir / "checkpoint.pt")
-        return coder.encode(X[split.query]), coder.encode(X[split.db]), seconds
+        val_map = val.map_of(coder.encode(val.query), coder.encode(val.db)) if val is not None else None
+        return coder.encode(X[split.query]), coder.encode(X[split.db]), Trained(seconds, 0, 0, val_map)
     torch.manual_seed(args.seed)
     if method == "hagcn":
         model, loss_fn = build_hagcn(task, bits, X.shape[1], args)
@@ -175,16 +203,19 @@ def fit_and_encode(method: str, task: str, bits: int, X: Rows, y: np.ndarray, sp
         model, loss_fn = baselines.build_deep(method, X.shape[1], bits, n_classes, args)
     model.to(torch.device(args.device))
     y_train = torch.from_numpy(y[split.train]).to(args.device)
-    seconds = train_from_args(model, loss_fn, X.subset(split.train), y_train, args, graph(), desc, run_dir)
-    return encode(model, X.subset(split.query)), encode(model, X.subset(split.db)), seconds
+    trained = train_from_args(model, loss_fn, X.subset(split.train), y_train, args, graph(), desc, run_dir, val=val)
+    return encode(model, X.subset(split.query)), encode(model, X.subset(split.db)), trained
 
 
 def train_from_args(model: HashModel, loss_fn: LossFn, X_train: RowSource, y_train: torch.Tensor, args,
-                    g: GlobalGraph, desc: str, run_dir: Path | None = None, num_epochs: int | None = None) -> float:
+                    g: GlobalGraph, desc: str, run_dir: Path | None = None, num_epochs: int | None = None,
+                    val: ValidationSet | None = None) -> Trained:
     """train.train as the flags in `args` set it up (the one place that maps them): neighbourhood batches from the
-    global graph `g`, its edges and diffusion coordinates where the flags use them (on y_train's device), and with
-    `run_dir` a checkpoint and epochs.csv there. Returns the training seconds."""
+    global graph `g`, its edges and diffusion coordinates where the flags use them (on y_train's device), the rate
+    schedule, with `val` the validation (--val_every, --select_epoch, --early_stop), and with `run_dir` a checkpoint
+    and epochs.csv there."""
     device = y_train.device
+    validation = None if val is None else Validation(val.score, args.val_every, args.select_epoch, args.early_stop)
     return train(model, loss_fn, X_train, y_train, num_epochs=num_epochs or args.num_epochs,
                  batch_size=args.batch_size, lr=args.lr, seed=args.seed, desc=desc,
                  checkpoint=run_dir / "checkpoint.pt" if run_dir else None, resume=args.resume,
@@ -193,7 +224,8 @@ def train_from_args(model: HashModel, loss_fn: LossFn, X_train: RowSource, y_tra
                  edges=g.neighbours[:, :args.knn].to(device) if args.graph_edges == "global" else None,
                  coords=g.coords.to(device) if g.coords is not None and uses_diffusion(args) else None,
                  history=run_dir / "epochs.csv" if run_dir else None, tensorboard=args.tensorboard,
-                 precision=args.precision)
+                 precision=args.precision, lr_schedule=args.lr_schedule, warmup_epochs=args.warmup_epochs,
+                 validation=validation)
 
 
 def save_codes(path: Path, data: Dataset, split: Split, q_bits: np.ndarray, db_bits: np.ndarray, rows: Rows) -> None:
@@ -240,10 +272,12 @@ class Cell:
 
 @dataclass
 class Fold:
-    """One fold's split, its standardised rows and (lazily) its training rows' global neighbourhood graph."""
+    """One fold's split, its standardised rows, (lazily) its training rows' global neighbourhood graph, and its
+    validation set (None with --val_queries 0)."""
     split: Split
     rows: Rows
     graph: Callable[[], GlobalGraph]
+    val: ValidationSet | None = None
 
 
 def load_data(args) -> tuple[Dataset, list[Split]]:
@@ -263,7 +297,8 @@ def load_data(args) -> tuple[Dataset, list[Split]]:
                         f"component, and {source} has {data.X.shape[1]}-d features")
     if args.knn is None:
         args.knn = min(n_classes, args.batch_size - 1)
-    splits = make_splits(data.y, args.split, args.folds, args.seed, args.query_per_class, args.num_train)
+    splits = make_splits(data.y, args.split, args.folds, args.seed, args.query_per_class, args.num_train,
+                         args.val_queries, args.val_db)
     for split in splits:
         if min(len(split.train), len(split.query), len(split.db)) < 2:
             raise DataError(f"{args.dataset}: {len(data.y)} items are too few for --split {args.split} "
@@ -276,13 +311,17 @@ def grid_cells(args, fold: int) -> list[Cell]:
             for task in (args.task if method == "hagcn" else ["-"]) for bits in args.exp_hash_len]
 
 
-def result_row(cell: Cell, args, data: Dataset, metrics: dict, seconds: float, run_id: str) -> dict:
+def result_row(cell: Cell, args, data: Dataset, metrics: dict, trained: Trained, run_id: str) -> dict:
     return {"dataset": data.name, "method": cell.method, "task": cell.task, "k": args.k, "knn": args.knn,
             "tau": args.tau, "hash_len": cell.bits, "topk": args.topk, "ties": args.ties,
             "map": f"{metrics['map']:.6f}", "map_index": f"{metrics['map_index']:.6f}",
             "map_expected": f"{metrics['map_expected']:.6f}",
             "precision_at_k": f"{metrics['precision_at_k']:.6f}", "recall_at_k": f"{metrics['recall_at_k']:.6f}",
-            "precision_r2": f"{metrics['precision_r2']:.6f}", "train_seconds": f"{seconds:.2f}",
+            "precision_r2": f"{metrics['precision_r2']:.6f}", "train_seconds": f"{trained.seconds:.2f}",
+            "val_map": "" if trained.val_map is None else f"{trained.val_map:.6f}",
+            "epochs_trained": trained.epochs, "kept_epoch": trained.kept_epoch, "select_epoch": args.select_epoch,
+            "early_stop": args.early_stop, "lr_schedule": args.lr_schedule, "warmup_epochs": args.warmup_epochs,
+            "recon_weight": args.recon_weight,
             "seed": args.seed, "fold": cell.fold, "split": args.split, "num_epochs": args.num_epochs,
             "batch_size": args.batch_size, "batch_group": args.batch_group, "graph_edges": args.graph_edges,
             "lr": args.lr, "precision": args.precision,
@@ -306,20 +345,34 @@ def run_cell(cell: Cell, fold: Fold, data: Dataset, args, log: ResultsLog, env: 
     if source is not None:
         note(f"{cell.desc}: evaluating the codes of run {source.name} (same training settings)")
         q_bits, db_bits = reuse_trained(source, run_dir)
-        seconds = float(log.done[source.name]["train_seconds"])
+        trained = trained_of(log.done[source.name])
     else:
-        q_bits, db_bits, seconds = fit_and_encode(cell.method, cell.task, cell.bits, fold.rows, data.y, fold.split,
-                                                  len(data.classes), args, run_dir, cell.desc, fold.graph)
+        q_bits, db_bits, trained = fit_and_encode(cell.method, cell.task, cell.bits, fold.rows, data.y, fold.split,
+                                                  len(data.classes), args, run_dir, cell.desc, fold.graph, fold.val)
     split = fold.split
     metrics = evaluate_codes(q_bits, db_bits, data.y[split.query], data.y[split.db], args.topk or None,
                              relevance=args.metric, ties=args.ties)
-    row = result_row(cell, args, data, metrics, seconds, run_id)
+    row = result_row(cell, args, data, metrics, trained, run_id)
     record = {"settings": settings, "args": vars(args), "environment": env, "trained_in": (source or run_dir).name,
               "metrics": {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in metrics.items()}}
     log.add(row, train_id, run_dir, record,
             partial(save_codes, run_dir / "codes.npz", data, split, q_bits, db_bits, fold.rows))
-    note(f"{cell.desc}: mAP@{args.topk or 'all'} {metrics['map']:.4f} ({seconds:.1f} s)")
+    note(f"{cell.desc}: mAP@{args.topk or 'all'} {metrics['map']:.4f} ({trained.seconds:.1f} s{epochs_note(trained)})")
     return row
+
+
+def trained_of(row: dict) -> Trained:
+    """What training reported for a run, read back from its results.csv row."""
+    return Trained(float(row["train_seconds"]), int(row.get("epochs_trained") or 0), int(row.get("kept_epoch") or 0),
+                   float(row["val_map"]) if row.get("val_map") else None)
+
+
+def epochs_note(trained: Trained) -> str:
+    """', 37 epochs, kept 30, val 0.7123' for a summary line ('' for a closed-form fit without validation)."""
+    epochs = f", {trained.epochs} epochs" if trained.epochs else ""
+    kept = f", kept {trained.kept_epoch}" if trained.kept_epoch != trained.epochs else ""
+    val = f", val {trained.val_map:.4f}" if trained.val_map is not None else ""
+    return epochs + kept + val
 
 
 def run_grid(args) -> list[dict]:
@@ -333,7 +386,8 @@ def run_grid(args) -> list[dict]:
     rows = []
     for index, split in enumerate(splits):
         X = standardised_rows(data.X, split.train)
-        fold = Fold(split, X, cache(partial(global_graph, X.subset(split.train), args, log_dir / "graphs")))
+        fold = Fold(split, X, cache(partial(global_graph, X.subset(split.train), args, log_dir / "graphs")),
+                    validation_set(X, data.y, split, args))
         rows += [run_cell(cell, fold, data, args, log, env) for cell in grid_cells(args, index)]
     return rows
 

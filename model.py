@@ -51,20 +51,21 @@ class HAGCN(HashModel):
         P  = sigmoid(alpha H)           relaxed bits; b = sign(P - tau)
         Z3 = g(Lap) Z1                  spectral filter on the batch k-NN graph (built as data)
         X_hat = W5(GELU(W4 Z3))         decoder, W5 = Linear-GELU-Linear
-    alpha grows geometrically from `alpha` to `alpha_max` over training (continuation, as in HashNet).
+    alpha grows geometrically from `alpha` to `alpha_max` over training (continuation, as in HashNet). Without
+    `reconstruct` (the --recon_weight 0 ablation) the filter and the decoder are never run.
     """
     uses_graph = True
 
     def __init__(self, d_in: int, hidden: int, n_bits: int, task: str, order: int, knn: int,
                  hash_head: str = "linear", graph_source: str = "input", alpha: float = 1.0,
-                 alpha_max: float = 10.0, tau: float = 0.5):
+                 alpha_max: float = 10.0, tau: float = 0.5, reconstruct: bool = True):
         super().__init__()
         self.encoder = nn.Sequential(nn.Linear(d_in, hidden), nn.GELU())
         self.head = nn.Linear(d_in, n_bits) if hash_head == "linear" else mlp(hidden, hidden, n_bits)
         self.hash_head = hash_head
         self.filter = FILTERS[task](hidden, order)
         self.decoder = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), mlp(hidden, hidden, d_in))
-        self.knn, self.graph_source, self.tau = knn, graph_source, tau
+        self.knn, self.graph_source, self.tau, self.reconstruct = knn, graph_source, tau, reconstruct
         self.alpha_start, self.alpha_max = alpha, alpha_max
         self.register_buffer("alpha", torch.tensor(float(alpha)))
 
@@ -90,8 +91,8 @@ class HAGCN(HashModel):
             graph = normalised_graph(adjacency)
         else:
             graph = batch_graph(coords if coords is not None else x if self.graph_source == "input" else z1, self.knn)
-        z3 = self.filter(z1, graph)
-        return {"z1": z1, "logits": h, "probs": torch.sigmoid(self.alpha * h), "recon": self.decoder(z3),
+        recon = self.decoder(self.filter(z1, graph)) if self.reconstruct else None
+        return {"z1": z1, "logits": h, "probs": torch.sigmoid(self.alpha * h), "recon": recon,
                 "a_hat": graph.a_hat, "coords": coords}
 
 

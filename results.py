@@ -18,9 +18,10 @@ import numpy as np
 import distributed
 
 CSV_COLUMNS = ["dataset", "method", "task", "k", "knn", "tau", "hash_len", "topk", "ties", "map", "map_index",
-               "map_expected", "precision_at_k", "recall_at_k", "precision_r2", "train_seconds", "seed", "fold",
-               "split", "num_epochs", "batch_size", "batch_group", "graph_edges", "lr", "precision", "hash_head",
-               "loss_form", "sim_target", "lambda_", "supervised", "metric", "run_id", "finished"]
+               "map_expected", "precision_at_k", "recall_at_k", "precision_r2", "train_seconds", "val_map",
+               "epochs_trained", "kept_epoch", "seed", "fold", "split", "num_epochs", "select_epoch", "early_stop", "batch_size", "batch_group",
+               "graph_edges", "lr", "lr_schedule", "warmup_epochs", "precision", "hash_head", "loss_form",
+               "sim_target", "lambda_", "recon_weight", "supervised", "metric", "run_id", "finished"]
 EVAL_KEYS = {"topk", "metric", "ties"}  # change only the evaluation: a run differing in these reuses the trained codes
 
 

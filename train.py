@@ -1,6 +1,7 @@
 """The one training loop that serves every deep method (HAGCN and the deep baselines), with atomic
-per-epoch checkpoints (model, optimiser, schedules, RNG states, epoch), resume, and a per-epoch loss history
-(epochs.csv, optionally TensorBoard)."""
+per-epoch checkpoints (model, optimiser, schedules, RNG states, epoch, validation state), resume, a learning-rate
+schedule, a validation mAP every few epochs (epoch selection, early stopping) and a per-epoch history of the loss
+terms and the validation mAP (epochs.csv, optionally TensorBoard)."""
 from __future__ import annotations
 
 import csv
@@ -8,8 +9,9 @@ import math
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 import torch
@@ -44,15 +46,16 @@ class CheckpointError(RuntimeError):
     """--resume found a checkpoint it cannot use: main.py prints one line and exits with status 2."""
 
 
-def load_checkpoint(path: Path, model: HashModel, opt: torch.optim.Optimizer, gen: torch.Generator) -> tuple[int, float]:
-    """Restore a checkpoint written by `train`; returns (next epoch, training seconds so far)."""
+def load_checkpoint(path: Path, model: HashModel, opt: torch.optim.Optimizer, gen: torch.Generator
+                    ) -> tuple[int, float, dict]:
+    """Restore a checkpoint written by `train`; returns (next epoch, training seconds so far, validation state)."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         gen.set_state(state["batch_rng"])
         torch.set_rng_state(state["torch_rng"])
-        return state["epoch"] + 1, state["seconds"]
+        return state["epoch"] + 1, state["seconds"], state["validation"]
     except Exception as e:  # unpickling, missing keys and shape mismatches all raise different types
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"{path}: cannot resume from this checkpoint ({first}); delete it or run without --resume")
@@ -113,10 +116,13 @@ class EpochHistory:
             from torch.utils.tensorboard import SummaryWriter  # optional dependency, checked by arguments.py
             self.writer = SummaryWriter(log_dir=str(path.parent / "tensorboard"), purge_step=start + 1)
 
-    def add(self, epoch: int, terms: dict[str, float], seconds: float) -> None:
-        """Record epoch (1-based) with the mean of each term over its steps."""
+    def add(self, epoch: int, terms: dict[str, float], seconds: float, lr: float, val: float | None = None,
+            val_seconds: float = 0.0) -> None:
+        """Record epoch (1-based) with the mean of each term over its steps, its last learning rate and, on the
+        epochs that were validated, the validation mAP and the seconds it took (empty otherwise)."""
         row = {"epoch": epoch, **{k: f"{v:.6g}" for k, v in terms.items()},
-               "total": f"{sum(terms.values()):.6g}", "seconds": f"{seconds:.3f}"}
+               "total": f"{sum(terms.values()):.6g}", "seconds": f"{seconds:.3f}", "lr": f"{lr:.6g}",
+               "val_map": "" if val is None else f"{val:.6f}", "val_seconds": "" if val is None else f"{val_seconds:.3f}"}
         self.rows.append(row)
         tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
         with open(tmp, "w", newline="") as f:
@@ -127,6 +133,9 @@ class EpochHistory:
         if self.writer is not None:
             for name, value in [*terms.items(), ("total", sum(terms.values()))]:
                 self.writer.add_scalar(f"loss/{name}", value, epoch)
+            self.writer.add_scalar("lr", lr, epoch)
+            if val is not None:
+                self.writer.add_scalar("val/map", val, epoch)
             self.writer.flush()
 
     def close(self) -> None:
@@ -142,6 +151,37 @@ def read_epochs(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+@dataclass
+class Validation:
+    """The validation mAP of a model (`score(model)`, on a labelled part of the training split), taken every `every`
+    epochs and after the last. `select` keeps the codes of the 'last' epoch or of the 'best_val' one; `patience` > 0
+    stops training after that many validations in a row without a better score (early stopping)."""
+    score: Callable[[HashModel], float]
+    every: int = 1
+    select: str = "last"
+    patience: int = 0
+
+
+class Trained(NamedTuple):
+    """What train() reports: training seconds (validation excluded), epochs trained (fewer than asked after an early
+    stop), the epoch whose model was kept, and its validation mAP (None without validation)."""
+    seconds: float
+    epochs: int
+    kept_epoch: int
+    val_map: float | None
+
+
+def learning_rate(peak: float, schedule: str, step: int, total_steps: int, warmup_steps: int) -> float:
+    """The rate of 0-based `step`: constant `peak`, or (cosine) a linear warm-up to `peak` over `warmup_steps`, then
+    a half cosine down to 0 at `total_steps` (Loshchilov & Hutter, SGDR, ICLR 2017, without restarts)."""
+    if schedule == "constant":
+        return peak
+    if step < warmup_steps:
+        return peak * (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return peak * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
 def as_terms(value: dict[str, torch.Tensor] | torch.Tensor) -> dict[str, torch.Tensor]:
     """A loss function's named terms; a plain scalar is one term, 'loss'."""
     return value if isinstance(value, dict) else {"loss": value}
@@ -151,15 +191,20 @@ def train(model: HashModel, loss_fn: LossFn, X: RowSource, y: torch.Tensor, *, n
           batch_size: int, lr: float, seed: int, desc: str, checkpoint: Path | None = None,
           resume: bool = False, neighbours: torch.Tensor | None = None, group: int = 1,
           edges: torch.Tensor | None = None, coords: torch.Tensor | None = None, history: Path | None = None,
-          tensorboard: bool = False, precision: str = "fp32") -> float:
-    """Adam on mini-batches of the training rows; returns training seconds. Each batch's rows are read from X
-    (X[index array], e.g. data.Rows over a memory map) and moved to y's device, where y and the model already are.
+          tensorboard: bool = False, precision: str = "fp32", lr_schedule: str = "constant",
+          warmup_epochs: float = 0.0, validation: Validation | None = None) -> Trained:
+    """Adam on mini-batches of the training rows. Each batch's rows are read from X (X[index array], e.g. data.Rows
+    over a memory map) and moved to y's device, where y and the model already are.
 
     Batches are shuffled partitions, or neighbourhood batches when `neighbours` is given (see epoch_batches).
     They come from a generator seeded with `seed`, so the same seed gives the same model. `edges` (n, k), the global
     k-NN graph of the training rows, and `coords` (n, c), their diffusion coordinates in it (both on y's device),
     reach a model that `uses_graph` restricted to each batch (graph_inputs). `loss_fn` returns a scalar or a dict of
     named terms whose sum is minimised; each term's epoch mean goes to `history` (epochs.csv).
+    The rate follows `lr_schedule` step by step (learning_rate). With `validation`, the model is scored every few
+    epochs (the score goes to `history` and the progress bar; scoring changes no random state, so the model is the
+    same with and without it), the best epoch's weights are kept beside the checkpoint (best.pt) when it selects
+    'best_val' and restored at the end, and training stops early after `patience` validations without improvement.
     Adam is the fused kernel (one pass over all parameters; the single-tensor default was a quarter of a CPU step).
     precision "bf16" runs the forward and loss under bfloat16 autocast (fp32 weights, optimiser and codes).
     Under torchrun every rank draws the same global batches and trains on its share (rank_share), with its own
@@ -169,9 +214,13 @@ def train(model: HashModel, loss_fn: LossFn, X: RowSource, y: torch.Tensor, *, n
     device = y.device
     opt = torch.optim.Adam(model.parameters(), lr=lr, fused=True)
     gen = torch.Generator().manual_seed(seed)
-    start, seconds = 0, 0.0
+    start, seconds, val_state = 0, 0.0, {"best_epoch": 0, "best": -math.inf, "last": None, "stale": 0}
+    best_path = checkpoint.with_name("best.pt") if checkpoint is not None else None
+    best_weights = None
     if resume and checkpoint is not None and checkpoint.is_file():
-        start, seconds = load_checkpoint(checkpoint, model, opt, gen)
+        start, seconds, val_state = load_checkpoint(checkpoint, model, opt, gen)
+        if validation is not None and validation.select == "best_val" and val_state["best_epoch"]:
+            best_weights = load_weights(best_path)
         if is_writer():
             print(f"{desc}: resuming from {checkpoint} after epoch {start} of {num_epochs}", file=sys.stderr)
     else:
@@ -179,15 +228,23 @@ def train(model: HashModel, loss_fn: LossFn, X: RowSource, y: torch.Tensor, *, n
     log = EpochHistory(history, start, tensorboard) if history is not None and is_writer() else None
     net = distributed.data_parallel(model)
     rank, world, group = distributed.rank(), distributed.world_size(), min(group, batch_size)
+    steps_per_epoch = math.ceil(len(X) / batch_size)
+    warmup_steps = round(warmup_epochs * steps_per_epoch)
+    stopped = validation is not None and 0 < validation.patience <= val_state["stale"]  # resumed after an early stop
+    epoch = start - 1
     model.train()
     quiet = {} if is_writer() else {"disable": True}  # rank 0 leaves `disable` unset, so TQDM_DISABLE=1 still works
-    bar = tqdm(range(start, num_epochs), desc=desc, leave=False, dynamic_ncols=True, initial=start, total=num_epochs,
-               **quiet)
+    bar = tqdm(range(start, 0 if stopped else num_epochs), desc=desc, leave=False, dynamic_ncols=True, initial=start,
+               total=num_epochs, **quiet)
     for epoch in bar:
         t0 = time.perf_counter()
         model.set_epoch(epoch, num_epochs)
         sums: dict[str, torch.Tensor] = {}
         for step, batch in enumerate(epoch_batches(len(X), batch_size, gen, neighbours, group)):
+            rate = learning_rate(lr, lr_schedule, epoch * steps_per_epoch + step, num_epochs * steps_per_epoch,
+                                 warmup_steps)
+            for param_group in opt.param_groups:
+                param_group["lr"] = rate
             rows = rank_share(batch, group, rank, world) if world > 1 else batch
             xb = torch.as_tensor(X[rows.numpy()], device=device)
             idx = rows.to(device)
@@ -209,16 +266,49 @@ def train(model: HashModel, loss_fn: LossFn, X: RowSource, y: torch.Tensor, *, n
             raise TrainingDiverged(f"{desc}: parameters became NaN or Inf at epoch {epoch + 1}, step {step + 1}")
         over_ranks = distributed.mean_over_ranks(torch.stack([s.double() for s in sums.values()]))
         means = {name: float(s) / (step + 1) for name, s in zip(sums, over_ranks)}
-        bar.set_postfix(loss=f"{sum(means.values()):.4f}")
+        val, val_seconds = None, 0.0
+        if validation is not None and ((epoch + 1) % validation.every == 0 or epoch + 1 == num_epochs):
+            t0 = time.perf_counter()
+            val = validation.score(model)
+            model.train()
+            val_seconds = time.perf_counter() - t0
+            improved = val > val_state["best"]
+            val_state = {"best_epoch": epoch + 1 if improved else val_state["best_epoch"],
+                         "best": max(val, val_state["best"]), "last": val,
+                         "stale": 0 if improved else val_state["stale"] + 1}
+            if improved and validation.select == "best_val":
+                best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                if best_path is not None and is_writer():  # before the checkpoint that records it as the best
+                    atomic_save(best_weights, best_path)
+            stopped = 0 < validation.patience <= val_state["stale"]
+        bar.set_postfix(loss=f"{sum(means.values()):.4f}",
+                        **({} if val_state["last"] is None else {"val": f"{val_state['last']:.4f}"}))
         if log is not None:  # before the checkpoint: a crash in between re-runs this epoch and rewrites its row
-            log.add(epoch + 1, means, epoch_seconds)
+            log.add(epoch + 1, means, epoch_seconds, opt.param_groups[0]["lr"], val, val_seconds)
         if checkpoint is not None and is_writer():  # written whole (atomic_save): a rank resuming never reads half
             atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
-                         "batch_rng": gen.get_state(), "torch_rng": torch.get_rng_state(), "seconds": seconds},
-                        checkpoint)
+                         "batch_rng": gen.get_state(), "torch_rng": torch.get_rng_state(), "seconds": seconds,
+                         "validation": val_state}, checkpoint)
+        if stopped:
+            break
+    bar.close()
     if log is not None:
         log.close()
-    return seconds
+    if validation is None:
+        return Trained(seconds, epoch + 1, epoch + 1, None)
+    if validation.select == "best_val" and best_weights is not None:
+        model.load_state_dict(best_weights)
+        return Trained(seconds, epoch + 1, val_state["best_epoch"], val_state["best"])
+    return Trained(seconds, epoch + 1, epoch + 1, val_state["last"])
+
+
+def load_weights(path: Path | None) -> dict:
+    """The model weights of best.pt (the best validation epoch's, written by train)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"{path}: cannot resume, the best epoch's weights are unreadable ({type(e).__name__}); "
+                              "delete the run folder or run without --resume")
 
 
 @torch.no_grad()
