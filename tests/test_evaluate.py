@@ -4,6 +4,8 @@ every input form: {0,1}, {-1,+1}, packed, integer and one-hot labels, chunked an
 from __future__ import annotations
 
 import itertools
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -440,3 +442,19 @@ def test_as_bits():
 def test_bad_inputs_raise(call):
     with pytest.raises(ValueError):
         call()
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs two cores to tell one thread from all")
+def test_evaluating_leaves_torchs_thread_count_alone():
+    """A process limited to one thread (OMP_NUM_THREADS=1) still trains on one after a parallel evaluation: numba's
+    OpenMP layer would set the libgomp it shares with torch to every core (a validation each epoch then doubled the
+    CPU time of every training step)."""
+    code = ("import numpy as np, torch, evaluate; n = torch.get_num_threads(); "
+            "q = np.random.randint(0, 2, (300, 32)).astype(np.uint8); "
+            "evaluate.mean_average_precision(q, q, np.zeros(300), np.zeros(300), 200, ties='expected'); "
+            "print(n, torch.get_num_threads())")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    env.pop("NUMBA_THREADING_LAYER", None)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1", "1"]
