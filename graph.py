@@ -413,7 +413,7 @@ class SplineFilter(nn.Module):
 class ChebyFilter(nn.Module):
     """Chebyshev filter of order K (Defferrard et al. 2016): Z3 = sum_{k=0..K} T_k(L_s) Y diag(theta_k), Y = Z W3,
     L_s = Lap - I, i.e. SPEC's sum_k T_k(L_s) Z W3_k with W3_k = W3 diag(theta_k) (a learnable response per
-    channel and order). One h x h weight instead of K+1 keeps its cost at GCN's (measured in bench/train.py).
+    channel and order). One h x h weight instead of K+1 keeps its cost at GCN's (measured in bench/epoch_times.py).
 
     Recurs on the signals, T_k = 2 L_s T_{k-1} - T_{k-2}, never forming matrix powers. theta starts as
     (1, 0, .., 0): the all-pass filter, from which the response is learnt.

@@ -10,7 +10,7 @@ import torch
 import main
 from conftest import REPO
 
-sys.path.append(str(REPO / "bench"))  # after the repository: bench/train.py must not shadow train.py
+sys.path.append(str(REPO / "bench"))  # after the repository: bench/search.py must not shadow search.py
 
 from graph_target import trained_hagcn  # noqa: E402
 

@@ -7,7 +7,7 @@ import numpy as np
 
 from conftest import REPO
 
-sys.path.append(str(REPO / "bench"))  # after the repository: bench/train.py must not shadow train.py
+sys.path.append(str(REPO / "bench"))  # after the repository: bench/search.py must not shadow search.py
 
 from target_ceiling import cosine_map, training_pairs  # noqa: E402
 
