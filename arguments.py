@@ -37,8 +37,18 @@ class Parser(argparse.ArgumentParser):
         raise ArgError(message)
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """--help names every default: argparse's '(default: X)', except where the default is derived from other flags
+    (None) or already explained in the flag's own help."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser() -> Parser:
-    p = Parser(description="HAGCN deep hashing: train, evaluate and tabulate mAP.")
+    p = Parser(description="HAGCN deep hashing: train, evaluate and tabulate mAP.", formatter_class=HelpFormatter)
     a = p.add_argument
     a("--config", type=str, default=None, help="YAML file of flag values; command-line flags override it")
     # data
@@ -92,12 +102,12 @@ def build_parser() -> Parser:
     # optimisation
     a("--num_epochs", type=int, default=None,
       help=f"training epochs (default: 50, as the paper; {DIGITS_EPOCHS} on digits, the few-minute demo)")
-    a("--batch_size", type=int, default=128)
+    a("--batch_size", type=int, default=128, help="mini-batch size (rows per step; under torchrun, all processes')")
     a("--lr", type=float, default=1e-4, help="Adam's learning rate (the peak of --lr_schedule cosine)")
     a("--lr_schedule", choices=["constant", "cosine"], default="constant",
       help="constant, or linear warm-up over --warmup_epochs then cosine decay to 0 at the last epoch")
     a("--warmup_epochs", type=float, default=0.0, help="--lr_schedule cosine: epochs of linear warm-up")
-    a("--seed", type=int, default=0)
+    a("--seed", type=int, default=0, help="seed of the splits, the initial weights, the batches and the baselines")
     a("--precision", choices=["fp32", "bf16"], default="fp32",
       help="bf16: forward and loss under bfloat16 autocast (faster on CPUs with AVX512-BF16/AMX; fp32 weights)")
     a("--device", type=str, default=None, help="cuda or cpu (default: cuda when available)")
@@ -119,6 +129,33 @@ def build_parser() -> Parser:
     a("--tensorboard", action="store_true",
       help="also log each epoch's losses to TensorBoard (run folder/tensorboard; needs `pip install tensorboard`)")
     return p
+
+
+def default_text(action: argparse.Action) -> str:
+    """A flag's default as --help and docs/flags.md show it."""
+    if action.default is None or action.default is argparse.SUPPRESS:
+        return "-"
+    if isinstance(action.default, list):
+        return " ".join(map(str, action.default))
+    return str(action.default)
+
+
+def flags_markdown(parser: argparse.ArgumentParser | None = None) -> str:
+    """docs/flags.md: one table row per flag of main.py (`python arguments.py > docs/flags.md`), so the page is the
+    parser and cannot drift from it; a test compares the two."""
+    parser = parser or build_parser()
+    lines = ["# main.py flags", "",
+             "Generated from `arguments.py` by `python arguments.py > docs/flags.md`; edit the defaults there. "
+             "Precedence: built-in defaults < `--config FILE.yaml` < the command line. A default shown as - is "
+             "derived from other flags, as the description says.", "",
+             "| flag | default | what it sets |", "|---|---|---|"]
+    for action in parser._actions:
+        if not action.option_strings or action.dest == "help":
+            continue
+        choices = f" (choices: {', '.join(map(str, action.choices))})" if action.choices else ""
+        text = (action.help or "").replace("|", "\\|") + choices
+        lines.append(f"| `{' '.join(action.option_strings)}` | `{default_text(action)}` | {text} |")
+    return "\n".join(lines) + "\n"
 
 
 def load_config(path: str, parser: Parser) -> dict:
@@ -310,3 +347,7 @@ def remove_empty_dirs(base: Path, parts: tuple[str, ...]) -> None:
             (base / Path(*parts[:depth])).rmdir()
         except OSError:
             return
+
+
+if __name__ == "__main__":
+    sys.stdout.write(flags_markdown())

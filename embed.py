@@ -32,7 +32,8 @@ class EmbedError(Exception):
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--images", required=True, help="image folder: DIR/<class>/*.jpg|jpeg|png")
     p.add_argument("--out", required=True, help="output folder, e.g. data/NAME: OUT/<class>/<stem>.npy")
     p.add_argument("--weights", default=None,

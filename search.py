@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from arguments import ArgError, Parser
+from arguments import ArgError, HelpFormatter, Parser
 from data import DataError, read_vector
 
 
@@ -43,7 +43,8 @@ IVF_NPROBE_SHARE = 0.05      # share of the IVF lists searched per query: recall
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    p = Parser(description="Print the nearest database items of a query under a trained run's hash codes.")
+    p = Parser(description="Print the nearest database items of a query under a trained run's hash codes.",
+               formatter_class=HelpFormatter)
     p.add_argument("--checkpoint", required=True, help="logs/runs/<run_id>/checkpoint.pt (or the run folder)")
     q = p.add_mutually_exclusive_group(required=True)
     q.add_argument("--query", help="a raw embedding .npy of shape (d,) or (1, d)")

@@ -1,16 +1,18 @@
-"""Regenerate every README results table and figure from the current code into one folder (default results/).
+"""Regenerate every results table and figure of the docs from the current code into one folder (default results/).
 
 Each grid is one main.py job with its own --log_dir, results/<grid>/; a grid run again skips the cells already in
 its results.csv (and --resume continues an interrupted cell from its checkpoint), so a long grid can finish over
 several sittings. After each grid it writes results/<grid>/table.md (results.markdown_table: mean ± std over folds,
 the best bold, ties marked, the git commit(s) the rows came from) and its figures (plots.py) under
-results/figures/<grid>/, then gathers every grid's table.md into results/tables.md.
+results/figures/<grid>/, then gathers every grid's table.md into results/tables.md. With --docs it replaces each
+`<!-- table: GRID -->` ... `<!-- /table: GRID -->` block of the named Markdown pages (README.md, docs/*.md) with
+results/GRID/table.md, so that no results table in the docs is typed by hand (tests/test_docs.py checks it).
 
     python bench/tables.py                       # every grid (Fashion-MNIST takes hours on a CPU)
     python bench/tables.py --only digits         # one grid
     python bench/tables.py --dry_run             # print the main.py commands and stop
     python bench/tables.py --tables_only         # no training: tables from the cells already in results/
-    python bench/tables.py --tables_only --readme README.md   # and put them into the README's table blocks
+    python bench/tables.py --tables_only --docs README.md docs/*.md   # and into the table blocks of these pages
     python bench/tables.py --only digits --out /tmp/r -- --num_epochs 2 --hidden 64   # flags after -- go to main.py
 """
 from __future__ import annotations
@@ -112,33 +114,50 @@ def write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-README_BLOCK = re.compile(r"<!-- table: (\w+) -->\n.*?<!-- /table: \1 -->", re.S)
+TABLE_BLOCK = re.compile(r"<!-- table: (\w+) -->\n.*?<!-- /table: \1 -->", re.S)
 
 
-def readme_with_tables(readme: str, out: Path) -> str:
-    """The README text with each `<!-- table: GRID -->` ... `<!-- /table: GRID -->` block replaced by
-    out/GRID/table.md without its title line, so that every results table in the README is generated."""
+def with_tables(text: str, out: Path, page: str = "the page") -> str:
+    """The Markdown text with each `<!-- table: GRID -->` ... `<!-- /table: GRID -->` block replaced by
+    out/GRID/table.md without its title line, so that every results table in the docs is generated."""
     def block(m: re.Match) -> str:
         table_md = out / m.group(1) / "table.md"
         if not table_md.is_file():
-            raise FileNotFoundError(f"the README's table block {m.group(1)!r} has no {table_md}")
+            raise FileNotFoundError(f"{page}'s table block {m.group(1)!r} has no {table_md}")
         body = table_md.read_text().split("\n", 2)[2].strip()
         return f"<!-- table: {m.group(1)} -->\n{body}\n<!-- /table: {m.group(1)} -->"
-    return README_BLOCK.sub(block, readme)
+    return TABLE_BLOCK.sub(block, text)
+
+
+def fill_docs(pages: list[str], out: Path) -> int:
+    """Replace the table blocks of every page (all pages are filled before any is written); exit status."""
+    filled = []
+    for page in map(Path, pages):
+        try:
+            filled.append((page, with_tables(page.read_text(), out, str(page))))
+        except OSError as e:
+            print(f"error: --docs {page}: {e.strerror or e}", file=sys.stderr)
+            return 2
+    for page, text in filled:
+        if text != page.read_text():
+            write_atomic(page, text)
+            print(f"wrote the tables into {page}", file=sys.stderr)
+    return 0
 
 
 def main_cli(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     extra = argv[argv.index("--") + 1:] if "--" in argv else []
     own = argv[:argv.index("--")] if "--" in argv else argv
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out", default="results", help="folder of the grids' log folders, tables.md and figures/")
     p.add_argument("--only", nargs="+", choices=list(GRIDS), default=None, help="run only these grids")
     p.add_argument("--dry_run", action="store_true", help="print the main.py command of each grid and stop")
     p.add_argument("--tables_only", action="store_true",
                    help="train nothing: write the tables of the cells already in results/ (partial grids included)")
-    p.add_argument("--readme", default=None,
-                   help="after the tables, replace this README's <!-- table: GRID --> blocks with them")
+    p.add_argument("--docs", "--readme", nargs="+", default=None, metavar="PAGE",
+                   help="after the tables, replace the <!-- table: GRID --> blocks of these Markdown pages with them")
     a = p.parse_args(own)
     out = Path(a.out)
     names = a.only or list(GRIDS)
@@ -167,14 +186,8 @@ def main_cli(argv: list[str] | None = None) -> int:
             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}); figures in `{out}/figures/`.\n\n")
     write_atomic(out / "tables.md", head + "\n".join(sections))
     print(f"wrote {out / 'tables.md'}", file=sys.stderr)
-    if a.readme:
-        readme = Path(a.readme)
-        try:
-            write_atomic(readme, readme_with_tables(readme.read_text(), out))
-        except OSError as e:
-            print(f"error: --readme {readme}: {e.strerror or e}", file=sys.stderr)
-            return 2
-        print(f"wrote the tables into {readme}", file=sys.stderr)
+    if a.docs:
+        return fill_docs(a.docs, out)
     return 0
 
 

@@ -119,37 +119,24 @@ def test_committed_results_tables_match_their_results_csv():
         assert table in text
 
 
-def test_readme_blocks_are_replaced_by_their_table_md(out, tmp_path):
+def test_docs_blocks_are_replaced_by_their_table_md(out, tmp_path):
     body = (out / "digits" / "table.md").read_text().split("\n", 2)[2].strip()
-    readme = "# T\n\nbefore\n<!-- table: digits -->\n| stale | 0.1 |\n<!-- /table: digits -->\nafter\n"
-    filled = tables.readme_with_tables(readme, out)
+    page = "# T\n\nbefore\n<!-- table: digits -->\n| stale | 0.1 |\n<!-- /table: digits -->\nafter\n"
+    filled = tables.with_tables(page, out)
     assert filled == f"# T\n\nbefore\n<!-- table: digits -->\n{body}\n<!-- /table: digits -->\nafter\n"
-    assert "stale" not in filled and tables.readme_with_tables(filled, out) == filled
+    assert "stale" not in filled and tables.with_tables(filled, out) == filled
     with pytest.raises(FileNotFoundError, match="nosuchgrid"):
-        tables.readme_with_tables("<!-- table: nosuchgrid -->\nx\n<!-- /table: nosuchgrid -->", out)
-    path = tmp_path / "README.md"
-    path.write_text(readme)
-    assert tables.main_cli(["--tables_only", "--only", "digits", "--out", str(out), "--readme", str(path), "--",
-                            *TINY]) == 0
-    assert path.read_text() == filled
-
-
-def test_readme_results_tables_are_the_committed_ones():
-    """Every results table of the README sits in a generated block and equals results/<grid>/table.md."""
-    readme = (REPO / "README.md").read_text()
-    blocks = tables.README_BLOCK.findall(readme)
-    assert "fashion_mnist_ref" in blocks
-    assert tables.readme_with_tables(readme, REPO / "results") == readme
-    outside = tables.README_BLOCK.sub("", readme)
-    assert not re.search(r"^\| method \| labels \|", outside, re.M), "a results table outside a generated block"
-    assert "mAP@200 on " not in outside, "a printed main.py table pasted into the README"
-
-
-def test_readme_cites_only_committed_results_and_every_bench_output():
-    """Provenance both ways: each results/ path the README names is in the repository, and each benchmark or
-    validation output under results/ is named in the README (by path or, inside a folder it names, by file name)."""
-    readme = (REPO / "README.md").read_text()
-    cited = {p.rstrip(".,;:)") for p in re.findall(r"results/[\w./-]+", readme)}
-    assert cited and [p for p in cited if not (REPO / p).exists()] == []
-    outputs = [p for d in ("bench", "validation") for p in (REPO / "results" / d).rglob("*.txt")]
-    assert outputs and [str(p.relative_to(REPO)) for p in outputs if p.name not in readme] == []
+        tables.with_tables("<!-- table: nosuchgrid -->\nx\n<!-- /table: nosuchgrid -->", out)
+    pages = [tmp_path / "README.md", tmp_path / "results.md"]
+    for path in pages:
+        path.write_text(page)
+    cli = ["--tables_only", "--only", "digits", "--out", str(out)]
+    assert tables.main_cli([*cli, "--docs", *map(str, pages), "--", *TINY]) == 0
+    assert [path.read_text() for path in pages] == [filled, filled]
+    pages[0].write_text(page)
+    assert tables.main_cli([*cli, "--readme", str(pages[0]), "--", *TINY]) == 0  # --readme: the older name
+    assert pages[0].read_text() == filled
+    pages[0].write_text(page)  # a page with an unknown grid: no page is written
+    pages[1].write_text("<!-- table: nosuchgrid -->\nx\n<!-- /table: nosuchgrid -->\n")
+    assert tables.main_cli([*cli, "--docs", *map(str, pages), "--", *TINY]) == 2
+    assert pages[0].read_text() == page
