@@ -348,6 +348,16 @@ def open_npy(path: str | Path, flag: str, mmap: bool) -> np.ndarray:
     return arr
 
 
+def constant_features(X: np.ndarray) -> int:
+    """How many columns of X hold one value in every row (read in chunks: X may be a memory map)."""
+    first = np.asarray(X[0], np.float32)
+    varies = np.zeros(X.shape[1], bool)
+    step = chunk_rows(X.shape[1])
+    for start in range(0, len(X), step):
+        varies |= (np.asarray(X[start:start + step], np.float32) != first).any(axis=0)
+    return int(X.shape[1] - varies.sum())
+
+
 def first_non_finite_row(X: np.ndarray) -> int | None:
     """Index of the first row holding NaN or Inf, reading X in row chunks (bounded memory for memmaps)."""
     rows = chunk_rows(X.shape[1], X.itemsize)
@@ -642,13 +652,14 @@ def standardise(X: np.ndarray, train: np.ndarray) -> np.ndarray:
 
 def main(argv: list[str] | None = None) -> int:
     """`python data.py pack --root_dir DIR --out PACKED [--dtype float16|float32]`; bad input: one line, status 2."""
-    from arguments import ArgError, Parser  # argparse errors as one line, as main.py prints them
+    from arguments import ArgError, HelpFormatter, Parser  # argparse errors as one line, as main.py prints them
     p = Parser(prog="data.py", description="Convert embeddings once into a form main.py reads.")
     sub = p.add_subparsers(dest="command", required=True)
-    pack = sub.add_parser("pack", help="a per-class folder ROOT/<class>/<item>.npy -> a packed, memory-mapped folder")
+    pack = sub.add_parser("pack", help="a per-class folder ROOT/<class>/<item>.npy -> a packed, memory-mapped folder",
+                          formatter_class=HelpFormatter)
     pack.add_argument("--root_dir", required=True, help="ROOT/<class>/<item>.npy embeddings")
     pack.add_argument("--out", required=True, help="new folder: features.npy, labels.npy, items.txt, pack.json")
-    pack.add_argument("--dtype", choices=PACK_DTYPES, default="float16", help="stored precision (default float16)")
+    pack.add_argument("--dtype", choices=PACK_DTYPES, default="float16", help="stored precision")
     try:
         args = p.parse_args(argv)
         pack_folder(args.root_dir, args.out, args.dtype)

@@ -24,12 +24,13 @@ import torch
 import baselines
 import distributed
 from arguments import ArgError, parse_args
-from data import DataError, Dataset, Rows, RowSource, Split, chunk_rows, load_dataset, make_splits, standardised_rows
+from data import (DataError, Dataset, Rows, RowSource, Split, chunk_rows, constant_features, load_dataset, make_splits,
+                  standardised_rows)
 from evaluate import evaluate_codes, mean_average_precision
 from graph import approximate_settings, diffusion_map, knn_graph
 from losses import hagcn_loss
 from model import HAGCN, HashModel
-from results import ResultsLog, format_table, is_writer, run_id_of, train_id_of
+from results import OutputError, ResultsLog, atomic_write, format_table, is_writer, run_id_of, train_id_of
 from train import CheckpointError, LossFn, Trained, TrainingDiverged, Validation, atomic_save, encode, train
 
 REPO = Path(__file__).resolve().parent
@@ -71,7 +72,7 @@ def reuse_trained(source: Path, run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
         try:
             os.link(source / "checkpoint.pt", target)
         except OSError:
-            shutil.copyfile(source / "checkpoint.pt", target)
+            atomic_write(target, lambda tmp: shutil.copyfile(source / "checkpoint.pt", tmp))
     return q_bits, db_bits
 
 
@@ -129,10 +130,11 @@ def global_graph(X_train: Rows | np.ndarray, args, cache_dir: Path | None = None
     arrays = None
     if is_writer() and not path.is_file():
         arrays = graph_arrays(X_train, k, dims, args)
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.npz")
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
+        try:
+            cache_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise OutputError(f"{cache_dir}: cannot create ({e.strerror})") from e
+        atomic_write(path, lambda tmp: np.savez(tmp, **arrays))
     distributed.barrier()  # the other ranks wait for rank 0's cache
     if arrays is None:
         with np.load(path) as z:
@@ -231,14 +233,12 @@ def train_from_args(model: HashModel, loss_fn: LossFn, X_train: RowSource, y_tra
 def save_codes(path: Path, data: Dataset, split: Split, q_bits: np.ndarray, db_bits: np.ndarray, rows: Rows) -> None:
     """Packed bits (np.packbits along each row) with labels and item names, for reuse by other tools, and the
     training split's standardisation statistics (`rows`' mean and std) to encode new queries."""
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.npz")
-    np.savez(tmp, query_codes=np.packbits(q_bits, axis=1), db_codes=np.packbits(db_bits, axis=1),
-             n_bits=q_bits.shape[1], query_labels=data.y[split.query], db_labels=data.y[split.db],
-             query_index=split.query, db_index=split.db,
-             query_items=np.asarray([data.items[i] for i in split.query]),
-             db_items=np.asarray([data.items[i] for i in split.db]), classes=np.asarray(data.classes),
-             train_mean=rows.mean, train_std=rows.std)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: np.savez(
+        tmp, query_codes=np.packbits(q_bits, axis=1), db_codes=np.packbits(db_bits, axis=1), n_bits=q_bits.shape[1],
+        query_labels=data.y[split.query], db_labels=data.y[split.db], query_index=split.query, db_index=split.db,
+        query_items=np.asarray([data.items[i] for i in split.query]),
+        db_items=np.asarray([data.items[i] for i in split.db]), classes=np.asarray(data.classes),
+        train_mean=rows.mean, train_std=rows.std))
 
 
 def environment() -> dict:
@@ -291,6 +291,8 @@ def load_data(args) -> tuple[Dataset, list[Split]]:
         raise DataError(f"{flag} {source}: has {n_classes} class; mAP needs at least two classes")
     if args.num_cls is not None and args.num_cls != n_classes:
         raise DataError(f"--num_cls {args.num_cls}: {source} has {n_classes} classes")
+    if args.dataset in ("folder", "matrix"):
+        check_variance(data, "--features" if args.features else "--root_dir", source)
     pca_based = [m for m in args.method if m in baselines.ONE_BIT_PER_COMPONENT]
     if pca_based and max(args.exp_hash_len) > data.X.shape[1]:
         raise DataError(f"--exp_hash_len {max(args.exp_hash_len)}: {pca_based[0]} takes one bit per principal "
@@ -304,6 +306,18 @@ def load_data(args) -> tuple[Dataset, list[Split]]:
             raise DataError(f"{args.dataset}: {len(data.y)} items are too few for --split {args.split} "
                             f"(train {len(split.train)}, query {len(split.query)}, database {len(split.db)})")
     return data, splits
+
+
+def check_variance(data: Dataset, flag: str, source: str) -> None:
+    """A user's features must vary: all constant, every item is identical and every method gets one code for all
+    (a table of equal scores), so that is an error; some constant columns are a one-line warning."""
+    n_const, d = constant_features(data.X), data.X.shape[1]
+    if n_const == d:
+        raise DataError(f"{flag} {source}: every feature is constant (all {len(data.X)} items are identical); "
+                        "no code can tell them apart")
+    if n_const:
+        note(f"warning: {flag} {source}: {n_const} of {d} features are constant over all items (they carry no "
+             "information)")
 
 
 def grid_cells(args, fold: int) -> list[Cell]:
@@ -340,7 +354,10 @@ def run_cell(cell: Cell, fold: Fold, data: Dataset, args, log: ResultsLog, env: 
         note(f"skip {cell.desc}: already in {log.csv} (run {run_id}; --force to redo)")
         return row
     run_dir = log.dir / "runs" / run_id
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"{run_dir}: cannot create ({e.strerror})") from e
     source = log.trained_in(train_id, args.force)
     if source is not None:
         note(f"{cell.desc}: evaluating the codes of run {source.name} (same training settings)")
@@ -392,9 +409,19 @@ def run_grid(args) -> list[dict]:
     return rows
 
 
+def data_label(args) -> str:
+    """What the user gave, for titles: the feature file's name (X.npy) or the folder's (stanford_cars) with the kind
+    in brackets, or the built-in dataset's name."""
+    if args.dataset == "matrix":
+        return f"{Path(args.features).name} (matrix)"
+    if args.dataset == "folder":
+        return f"{Path(args.root_dir).resolve().name} (folder)"
+    return args.dataset
+
+
 def table_title(args) -> str:
     folds = f", {args.folds} folds" if args.folds > 1 else ""
-    return (f"mAP@{args.topk or 'all'} on {args.dataset} (split {args.split}{folds}, "
+    return (f"mAP@{args.topk or 'all'} on {data_label(args)} (split {args.split}{folds}, "
             f"{args.num_epochs} epochs, seed {args.seed}, ties: {args.ties})")
 
 
@@ -418,6 +445,9 @@ def run(argv: list[str] | None = None) -> tuple[int, list[dict], object]:
         return 2, [], args
     except TrainingDiverged as e:
         print(f"error: {e}; no result row was written", file=sys.stderr)
+        return 1, [], args
+    except OutputError as e:
+        print(f"error: {e}; finished runs are in results.csv, add --resume to continue", file=sys.stderr)
         return 1, [], args
     except KeyboardInterrupt:
         note("interrupted: finished runs are in results.csv; add --resume to continue from the last checkpoint")

@@ -27,6 +27,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from results import OutputError, atomic_write  # noqa: E402
 
 FIGSIZE = (6.0, 4.0)
 DPI = 120
@@ -489,18 +490,23 @@ def fig_tsne(log_dir: str | Path, run_id: str | None = None, rows: list[dict] | 
 
 
 def read_epochs(run_dir: Path) -> dict[str, np.ndarray]:
-    """{column: values} of a run's epochs.csv (train.train's per-epoch mean loss terms); {} when there is none."""
+    """{column: values} of a run's epochs.csv (train.train's per-epoch mean loss terms, rate and validation mAP; NaN
+    where an epoch has no value, e.g. val_map between validations); {} when there is none."""
     try:
         with open(run_dir / "epochs.csv", newline="") as f:
             raw = list(csv.DictReader(f))
     except OSError:
         return {}
-    return {key: np.asarray([float(r[key]) for r in raw]) for key in (raw[0] if raw else [])}
+    return {key: np.asarray([float(r[key]) if r[key] else np.nan for r in raw]) for key in (raw[0] if raw else [])}
+
+
+NOT_LOSSES = ("epoch", "seconds", "lr", "val_map", "val_seconds")
 
 
 def fig_loss_curves(rows: list[dict], log_dir: str | Path, dataset: str | None = None, bits: int | None = None):
-    """Per-epoch training losses (each term and their total, from epochs.csv), one panel per deep method (HAGCN:
-    per filter), for the first fold of the first run of each at one code length (default: as fig_pr)."""
+    """Learning curves: per-epoch training losses (each term and their total, from epochs.csv) and, on a second axis,
+    the validation mAP, one panel per deep method (HAGCN: per filter), for the first fold of the first run of each
+    at one code length (default: as fig_pr)."""
     rows, dataset = dataset_rows(rows, dataset)
     bits = bits if bits is not None else default_bits(rows)
     curves = {}
@@ -513,22 +519,31 @@ def fig_loss_curves(rows: list[dict], log_dir: str | Path, dataset: str | None =
         raise Skip(f"{dataset}: no run at {bits} bits has an epochs.csv (closed-form methods do not train)")
     ncols = min(3, len(curves))
     nrows = math.ceil(len(curves) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, 2.6 * nrows), dpi=DPI, layout="constrained",
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.8 * ncols, 2.8 * nrows), dpi=DPI, layout="constrained",
                              squeeze=False)
     for ax, (line, (_, epochs)) in zip(axes.flat, curves.items()):
-        for name, values in epochs.items():
-            if name not in ("epoch", "seconds"):
-                ax.plot(epochs["epoch"], values, label=name, linewidth=2.0 if name == "total" else 1.2,
-                        color="black" if name == "total" else None)
-        if all(v.min() > 0 for k, v in epochs.items() if k not in ("epoch", "seconds")):
+        losses = {k: v for k, v in epochs.items() if k not in NOT_LOSSES}
+        for name, values in losses.items():
+            ax.plot(epochs["epoch"], values, label=name, linewidth=2.0 if name == "total" else 1.2,
+                    color="black" if name == "total" else None)
+        if all(np.nanmin(v) > 0 for v in losses.values()):
             ax.set_yscale("log")
+        val = epochs.get("val_map")
+        if val is not None and np.isfinite(val).any():
+            twin = ax.twinx()
+            seen = np.isfinite(val)
+            twin.plot(epochs["epoch"][seen], val[seen], color="tab:red", linestyle="--", marker=".", markersize=3,
+                      label="validation mAP")
+            twin.set_ylabel("validation mAP", fontsize=8, color="tab:red")
+            twin.tick_params(axis="y", labelsize=7, colors="tab:red")
         ax.set_title(label_of(line), fontsize=9)
         ax.set_xlabel("epoch", fontsize=8)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=6, framealpha=0.85)
     for ax in list(axes.flat)[len(curves):]:
         ax.set_visible(False)
-    fig.suptitle(f"Training loss per epoch on {dataset}, {bits} bits (mean over each epoch's steps)", fontsize=10)
+    fig.suptitle(f"Learning curves on {dataset}, {bits} bits: training loss (mean over each epoch's steps) and "
+                 "validation mAP (dashed)", fontsize=10)
     fig.runs = {line: run_id for line, (run_id, _) in curves.items()}
     return fig
 
@@ -536,9 +551,15 @@ def fig_loss_curves(rows: list[dict], log_dir: str | Path, dataset: str | None =
 # ----------------------------------------------------------------------------- CLI
 
 def save(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI, bbox_inches="tight")
-    plt.close(fig)
+    """The figure as a PNG at `path`, written atomically (results.atomic_write: never half a file on a full disk)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"{path.parent}: cannot create ({e.strerror})") from e
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=DPI, bbox_inches="tight"))
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -555,7 +576,8 @@ def figures_for(rows: list[dict], dataset: str, log_dir: Path, bits: int | None,
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="Draw the figures of the runs in <log_dir>/results.csv.")
+    p = argparse.ArgumentParser(description="Draw the figures of the runs in <log_dir>/results.csv.",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--log_dir", default="logs", help="main.py's --log_dir (results.csv, runs/)")
     p.add_argument("--out", default="images", help="folder for the PNG files")
     p.add_argument("--dataset", default=None, help="only this dataset (default: every dataset in results.csv)")
@@ -591,7 +613,11 @@ def main(argv: list[str] | None = None) -> int:
             except Skip as e:
                 print(f"skip {dataset}_{stem}: {e}", file=sys.stderr)
                 continue
-            print(f"wrote {save(fig, out / f'{dataset}_{stem}.png')}")
+            try:
+                print(f"wrote {save(fig, out / f'{dataset}_{stem}.png')}")
+            except OutputError as e:
+                print(f"error: {e}", file=sys.stderr)
+                return 1
     return 0
 
 

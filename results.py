@@ -19,10 +19,30 @@ import distributed
 
 CSV_COLUMNS = ["dataset", "method", "task", "k", "knn", "tau", "hash_len", "topk", "ties", "map", "map_index",
                "map_expected", "precision_at_k", "recall_at_k", "precision_r2", "train_seconds", "val_map",
-               "epochs_trained", "kept_epoch", "seed", "fold", "split", "num_epochs", "select_epoch", "early_stop", "batch_size", "batch_group",
-               "graph_edges", "lr", "lr_schedule", "warmup_epochs", "precision", "hash_head", "loss_form",
-               "sim_target", "lambda_", "recon_weight", "supervised", "metric", "run_id", "finished"]
+               "epochs_trained", "kept_epoch", "seed", "fold", "split", "num_epochs", "select_epoch", "early_stop",
+               "batch_size", "batch_group", "graph_edges", "lr", "lr_schedule", "warmup_epochs", "precision",
+               "hash_head", "loss_form", "sim_target", "lambda_", "recon_weight", "supervised", "metric", "run_id",
+               "finished"]
 EVAL_KEYS = {"topk", "metric", "ties"}  # change only the evaluation: a run differing in these reuses the trained codes
+
+
+class OutputError(RuntimeError):
+    """An output could not be written (disk full, quota, read-only file system...): main.py prints this one line and
+    exits with status 1; the temporary file is gone and the previous version of the output is untouched."""
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """write(tmp) into a temporary name beside `path` (same suffix, so np.savez and savefig keep it), then rename it
+    to `path`: a crash or a full disk never leaves half a file, and the temporary file is removed on any failure.
+    An OSError becomes an OutputError naming the path and the cause."""
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise OutputError(f"{path}: cannot write ({e.strerror or e})") from e
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def is_writer() -> bool:
@@ -54,13 +74,17 @@ def read_results(path: Path) -> list[dict]:
 def append_result(path: Path, row: dict) -> None:
     """Rewrite results.csv with the new row through a temporary file: never half a row, old columns kept."""
     rows = read_results(path) + [row]
-    columns = list(dict.fromkeys(CSV_COLUMNS + [c for r in rows for c in r]))
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
+    write_csv(path, rows, list(dict.fromkeys(CSV_COLUMNS + [c for r in rows for c in r])))
+
+
+def write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
+    """The rows under a header of `columns`, written atomically (atomic_write)."""
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(rows)
+    atomic_write(path, write)
 
 
 def trained_runs(done: dict[str, dict], log_dir: Path) -> dict[str, Path]:
@@ -78,9 +102,7 @@ def trained_runs(done: dict[str, dict], log_dir: Path) -> dict[str, Path]:
 
 
 def write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2, default=str)))
 
 
 class ResultsLog:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from data import RowSource
 from graph import batch_adjacency
 from losses import total
 from model import HashModel
-from results import is_writer
+from results import atomic_write, is_writer, write_csv
 
 LossFn = Callable[[dict, torch.Tensor, torch.Tensor], dict[str, torch.Tensor] | torch.Tensor]
 
@@ -32,14 +31,12 @@ class TrainingDiverged(RuntimeError):
 
 
 def atomic_save(obj: object, path: Path) -> None:
-    """torch.save to a temporary name in the same folder, then rename: a crash never leaves half a file."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """torch.save through results.atomic_write: never half a file. It writes to an open file, where a full disk is an
+    OSError (ENOSPC), not the C++ writer's RuntimeError about an 'unexpected pos'."""
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+    atomic_write(path, write)
 
 
 class CheckpointError(RuntimeError):
@@ -122,14 +119,10 @@ class EpochHistory:
         epochs that were validated, the validation mAP and the seconds it took (empty otherwise)."""
         row = {"epoch": epoch, **{k: f"{v:.6g}" for k, v in terms.items()},
                "total": f"{sum(terms.values()):.6g}", "seconds": f"{seconds:.3f}", "lr": f"{lr:.6g}",
-               "val_map": "" if val is None else f"{val:.6f}", "val_seconds": "" if val is None else f"{val_seconds:.3f}"}
+               "val_map": "" if val is None else f"{val:.6f}",
+               "val_seconds": "" if val is None else f"{val_seconds:.3f}"}
         self.rows.append(row)
-        tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in self.rows for k in r)))
-            writer.writeheader()
-            writer.writerows(self.rows)
-        os.replace(tmp, self.path)
+        write_csv(self.path, self.rows, list(dict.fromkeys(k for r in self.rows for k in r)))
         if self.writer is not None:
             for name, value in [*terms.items(), ("total", sum(terms.values()))]:
                 self.writer.add_scalar(f"loss/{name}", value, epoch)
@@ -209,7 +202,8 @@ def train(model: HashModel, loss_fn: LossFn, X: RowSource, y: torch.Tensor, *, n
     precision "bf16" runs the forward and loss under bfloat16 autocast (fp32 weights, optimiser and codes).
     Under torchrun every rank draws the same global batches and trains on its share (rank_share), with its own
     batch graph; DistributedDataParallel averages the gradients, so every rank holds the same model, and rank 0
-    alone writes the checkpoint and `history` (the loss terms averaged over the ranks).
+    alone writes the checkpoint and `history` (the loss terms averaged over the ranks). The progress bar is drawn
+    by rank 0 on a terminal only: a log file gets main.py's one line per run instead of every refresh.
     """
     device = y.device
     opt = torch.optim.Adam(model.parameters(), lr=lr, fused=True)
@@ -233,7 +227,7 @@ def train(model: HashModel, loss_fn: LossFn, X: RowSource, y: torch.Tensor, *, n
     stopped = validation is not None and 0 < validation.patience <= val_state["stale"]  # resumed after an early stop
     epoch = start - 1
     model.train()
-    quiet = {} if is_writer() else {"disable": True}  # rank 0 leaves `disable` unset, so TQDM_DISABLE=1 still works
+    quiet = {} if is_writer() and sys.stderr.isatty() else {"disable": True}  # unset: TQDM_DISABLE=1 still works
     bar = tqdm(range(start, 0 if stopped else num_epochs), desc=desc, leave=False, dynamic_ncols=True, initial=start,
                total=num_epochs, **quiet)
     for epoch in bar:

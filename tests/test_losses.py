@@ -130,3 +130,13 @@ def test_hagcn_loss_finite_on_identical_items_and_tiny_batches(form, n):
         loss.backward()
         assert torch.isfinite(loss)
         assert all(p.grad is None or torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_recon_weight_scales_the_reconstruction_term_only():
+    torch.manual_seed(0)
+    out = {"probs": torch.rand(6, 8), "recon": torch.randn(6, 5), "a_hat": torch.eye(6), "z1": torch.randn(6, 4)}
+    x = torch.randn(6, 5)
+    one = losses.hagcn_loss(out, x, None, lambda_=1.0, target="knn")
+    half = losses.hagcn_loss(out, x, None, lambda_=1.0, target="knn", recon_weight=0.5)
+    assert half["reconstruction"] == pytest.approx(0.5 * one["reconstruction"])
+    assert torch.equal(half["similarity"], one["similarity"])

@@ -4,11 +4,16 @@ finished runs, and --resume after a SIGKILL giving the same codes and table as a
 from __future__ import annotations
 
 import csv
+import fcntl
 import json
+import os
+import pty
 import re
 import signal
+import struct
 import subprocess
 import sys
+import termios
 import time
 from pathlib import Path
 
@@ -163,6 +168,82 @@ def test_a_cached_approximate_graph_is_not_reused_under_other_approximate_settin
     assert len(set(tmp_path.glob("graph-*.npz")) - exact) == 2
 
 
+@pytest.mark.parametrize("flag, value", [("--knn", "4"), ("--diffusion_dims", "3"), ("--diffusion_t", "2")])
+def test_a_warm_graph_cache_is_not_reused_when_a_graph_setting_changes(tmp_path, monkeypatch, flag, value):
+    """--knn, --diffusion_dims and --diffusion_t change the cached arrays (the diffusion map of the --knn graph), so
+    each change builds the graph again instead of loading another setting's coordinates."""
+    X = np.random.default_rng(0).standard_normal((60, 8)).astype(np.float32)
+    built = []
+    real = main.graph_arrays
+    monkeypatch.setattr(main, "graph_arrays", lambda *a: built.append(a[3]) or real(*a))
+    base = ["--knn", "5", "--neighbour_pool", "6", "--diffusion_dims", "4", "--log_dir", str(tmp_path)]
+    first = main.global_graph(X, parse_args(base), tmp_path)
+    main.global_graph(X, parse_args(base), tmp_path)
+    assert len(built) == 1                                  # warm: the same settings load the cache
+    other = main.global_graph(X, parse_args([*base, flag, value]), tmp_path)
+    assert len(built) == 2 and len(list(tmp_path.glob("graph-*.npz"))) == 2
+    assert not torch.equal(first.coords, other.coords)
+
+
+# ----------------------------------------------------------------------------- the validation split
+
+VAL = ["--method", "hagcn", "dsh", "--task", "gcn", "--exp_hash_len", "8", *FAST, "--val_queries", "60",
+       "--val_db", "300", "--num_epochs", "3"]
+
+
+def test_validation_scores_are_the_map_of_the_kept_models_codes(tmp_path):
+    """The val_map of results.csv and of epochs.csv's last row is evaluate.mean_average_precision (tie-aware, shared
+    label) of the checkpoint's codes of the validation queries against the validation database."""
+    status, rows, args = main.run([*VAL, "--log_dir", str(tmp_path)])
+    assert status == 0
+    data_, splits = main.load_data(args)
+    split = splits[0]
+    assert (len(split.val_query), len(split.val_db)) == (60, 300)
+    X = data.standardised_rows(data_.X, split.train)
+    for row in rows:
+        run_dir = tmp_path / "runs" / row["run_id"]
+        if row["method"] == "hagcn":
+            model, _ = main.build_hagcn("gcn", 8, X.shape[1], args)
+        else:
+            model, _ = main.baselines.build_deep(row["method"], X.shape[1], 8, 10, args)
+        model.load_state_dict(torch.load(run_dir / "checkpoint.pt", weights_only=False)["model"])
+        codes = [main.encode(model, X[rows]) for rows in (split.val_query, split.val_db)]
+        expected = main.mean_average_precision(*codes, data_.y[split.val_query], data_.y[split.val_db], 200,
+                                               ties="expected")
+        epochs = read_csv(run_dir / "epochs.csv")
+        assert float(row["val_map"]) == pytest.approx(expected, abs=1e-6)
+        assert epochs[-1]["val_map"] == row["val_map"] and all(r["val_map"] for r in epochs)
+
+
+def test_query_and_database_rows_never_reach_the_validation(tmp_path):
+    """Replace every query and database row by noise and shuffle their labels: the training (every loss) and every
+    validation score stay the same to the last digit, while the test mAP moves. Only training rows are read."""
+    from sklearn.datasets import load_digits
+    digits = load_digits()
+    X, y = digits.data.astype(np.float32), digits.target.astype(np.int64)
+    split = data.make_splits(y, "ref", 1, 0, val_queries=60, val_db=300)[0]
+    assert not set(split.val_query) & set(split.train) and set(split.val_db) <= set(split.train)
+    held_out = np.concatenate([split.query, split.db])
+    assert not set(held_out) & (set(split.val_query) | set(split.val_db) | set(split.train))
+    X2, y2 = X.copy(), y.copy()
+    X2[held_out] = np.random.default_rng(1).normal(size=(len(held_out), X.shape[1])) * 9
+    y2[held_out] = np.random.default_rng(2).permutation(y[held_out])
+    runs = {}
+    for name, (features, labels) in {"a": (X, y), "b": (X2, y2)}.items():
+        np.save(tmp_path / f"X{name}.npy", features)
+        np.save(tmp_path / f"Y{name}.npy", labels)
+        status, rows, _ = main.run([*VAL, "--features", str(tmp_path / f"X{name}.npy"),
+                                    "--labels", str(tmp_path / f"Y{name}.npy"), "--log_dir", str(tmp_path / name)])
+        assert status == 0
+        runs[name] = rows
+    for a, b in zip(runs["a"], runs["b"]):
+        assert a["val_map"] == b["val_map"]
+        drop = lambda rs: [{k: v for k, v in r.items() if "seconds" not in k} for r in rs]
+        assert drop(read_csv(tmp_path / "a" / "runs" / a["run_id"] / "epochs.csv")) == \
+            drop(read_csv(tmp_path / "b" / "runs" / b["run_id"] / "epochs.csv"))
+        assert a["map"] != b["map"]
+
+
 # ----------------------------------------------------------------------------- crash and resume
 
 RESUME = ["--method", "hagcn", "--task", "gcn", "--exp_hash_len", "8", "16", "--num_epochs", "10", "--hidden", "128",
@@ -216,6 +297,44 @@ def test_sigkill_then_resume_gives_the_uninterrupted_codes_and_table(tmp_path):
     assert drop(read_csv(cut / "results.csv")) == drop(read_csv(tmp_path / "full" / "results.csv"))
 
 
+EARLY = ["--method", "hagcn", "--task", "gcn", "--exp_hash_len", "16", "--num_epochs", "60", "--hidden", "64",
+         "--batch_size", "32", "--lr", "3e-3", "--early_stop", "3", "--select_epoch", "best_val", "--seed", "1"]
+
+
+def test_sigkill_then_resume_with_early_stopping_gives_the_uninterrupted_codes(tmp_path):
+    """An early-stopping run killed mid-way and resumed stops at the same epoch, keeps the same best epoch (its
+    weights from best.pt, its score from the checkpoint) and gives the same codes as an uninterrupted run."""
+    full = run_cli([*EARLY, "--log_dir", tmp_path / "full"])
+    assert full.returncode == 0, full.stderr
+    (ref,) = read_csv(tmp_path / "full" / "results.csv")
+    assert 4 < int(ref["epochs_trained"]) < 60 and int(ref["kept_epoch"]) < int(ref["epochs_trained"])
+
+    cut = tmp_path / "cut"
+    proc = popen_cli([*EARLY, "--log_dir", cut])
+    deadline = time.monotonic() + 240
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            found = list(cut.glob("runs/*/checkpoint.pt"))
+            if found and checkpoint_epoch(found[0]) >= 2:
+                proc.send_signal(signal.SIGKILL)
+                break
+            time.sleep(0.02)
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be interrupted"
+    assert 2 <= checkpoint_epoch(found[0]) < int(ref["epochs_trained"]) - 1
+    resumed = run_cli([*EARLY, "--log_dir", cut, "--resume"])
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming from" in resumed.stderr
+    (row,) = read_csv(cut / "results.csv")
+    assert (row["epochs_trained"], row["kept_epoch"], row["val_map"], row["map"]) == \
+        (ref["epochs_trained"], ref["kept_epoch"], ref["val_map"], ref["map"])
+    a, b = codes_of(tmp_path / "full"), codes_of(cut)
+    for key in a[ref["run_id"]]:
+        assert np.array_equal(a[ref["run_id"]][key], b[row["run_id"]][key]), key
+
+
 def test_ctrl_c_is_a_one_line_hint_to_resume(tmp_path):
     # one run: 8 bits, with epochs to spare so that a loaded machine cannot finish it before the signal arrives
     proc = popen_cli([*RESUME[:6], *RESUME[7:], "--num_epochs", "100", "--log_dir", tmp_path])
@@ -234,17 +353,49 @@ def test_ctrl_c_is_a_one_line_hint_to_resume(tmp_path):
     assert not (tmp_path / "results.csv").exists()
 
 
-@pytest.mark.parametrize("quiet", [True, False], ids=["TQDM_DISABLE=1", "unset"])
-def test_tqdm_disable_decides_whether_the_progress_bar_is_drawn(tmp_path, quiet):
-    """The training bar obeys TQDM_DISABLE (it did not while train.train passed disable=False explicitly)."""
+def stderr_of_cli(args: list[str], env: dict, terminal: bool, path: Path) -> str:
+    """main.py's stderr written to a pseudo-terminal (read back through its master side) or to the file `path`."""
+    argv = [sys.executable, str(REPO / "main.py"), *map(str, args)]
+    if not terminal:
+        with open(path, "w") as err:
+            run = subprocess.run(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=err, timeout=300)
+        assert run.returncode == 0
+        return path.read_text()
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))  # a new pty is 0 columns wide
+    proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=slave)
+    os.close(slave)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    proc.communicate(timeout=300)
+    assert proc.returncode == 0
+    return out.decode(errors="replace")
+
+
+@pytest.mark.parametrize("terminal, quiet, bar", [(True, False, True), (True, True, False), (False, False, False)],
+                         ids=["terminal", "terminal, TQDM_DISABLE=1", "log file"])
+def test_the_progress_bar_is_drawn_on_a_terminal_only(tmp_path, terminal, quiet, bar):
+    """On a terminal the training bar obeys TQDM_DISABLE; with stderr to a file there is no bar and no carriage
+    return, only the plain lines (the global graph, one summary line per finished run)."""
     env = cli_env()
     if not quiet:
         del env["TQDM_DISABLE"]
-    run = subprocess.run([sys.executable, str(REPO / "main.py"), "--method", "hagcn", "--task", "gcn",
-                          "--exp_hash_len", "8", *FAST, "--log_dir", str(tmp_path)], cwd=REPO, env=env,
-                         capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr
-    assert ("it/s" in run.stderr or "s/it" in run.stderr) is not quiet
+    err = stderr_of_cli(["--method", "hagcn", "itq", "--task", "gcn", "--exp_hash_len", "8", *FAST,
+                         "--log_dir", tmp_path / "logs"], env, terminal, tmp_path / "stderr.txt")
+    assert ("it/s" in err or "s/it" in err) is bar
+    if not terminal:
+        assert "\r" not in err
+        lines = err.splitlines()
+        assert [ln.split(":")[0] for ln in lines if "fold 0:" in ln] == ["hagcn-gcn 8 bits fold 0", "itq 8 bits fold 0"]
+        assert all(re.search(r"mAP@200 0\.\d{4} \(\d+\.\d s", ln) for ln in lines if "fold 0:" in ln)
 
 
 # ----------------------------------------------------------------------------- in-process (no subprocess start-up)
@@ -342,13 +493,17 @@ def test_grid_cells_one_per_method_filter_and_code_length(tmp_path):
     assert [c.desc for c in cells[3:5]] == ["hagcn-cheby 16 bits fold 2", "lsh 8 bits fold 2"]
 
 
-def captured_train_call(monkeypatch, flags: list[str], run_dir: Path | None) -> dict:
+VAL_SET = main.ValidationSet(np.zeros((2, 2)), np.zeros((3, 2)), np.zeros(2), np.zeros(3), 200)
+
+
+def captured_train_call(monkeypatch, flags: list[str], run_dir: Path | None, val: bool = False) -> dict:
     """The keyword arguments main.train_from_args hands train.train for these flags (train itself replaced)."""
     calls = []
     monkeypatch.setattr(main, "train", lambda *a, **kw: calls.append(kw) or 1.5)
     args = parse_args(["--knn", "3", "--neighbour_pool", "5", *flags])
     g = main.GlobalGraph(torch.arange(40).reshape(5, 8), torch.rand(5, 4))
-    seconds = main.train_from_args(None, None, torch.zeros(5, 2), torch.zeros(5), args, g, "run", run_dir)
+    seconds = main.train_from_args(None, None, torch.zeros(5, 2), torch.zeros(5), args, g, "run", run_dir,
+                                   val=VAL_SET if val else None)
     assert seconds == 1.5 and len(calls) == 1
     return calls[0]
 
@@ -358,9 +513,14 @@ def test_train_from_args_maps_every_training_flag(monkeypatch, tmp_path):
     ignored everywhere (bench/graph_target.py once trained fp32 whatever its configuration's --precision said)."""
     kw = captured_train_call(monkeypatch, ["--precision", "bf16", "--graph_edges", "global", "--lr", "3e-3",
                                            "--batch_size", "32", "--batch_group", "4", "--seed", "7",
-                                           "--num_epochs", "3", "--resume"], tmp_path)
+                                           "--num_epochs", "3", "--resume", "--lr_schedule", "cosine",
+                                           "--warmup_epochs", "2", "--val_every", "3", "--select_epoch", "best_val",
+                                           "--early_stop", "4"], tmp_path, val=True)
     assert (kw["precision"], kw["lr"], kw["batch_size"], kw["group"], kw["seed"], kw["num_epochs"], kw["resume"]) == \
         ("bf16", 3e-3, 32, 4, 7, 3, True)
+    assert (kw["lr_schedule"], kw["warmup_epochs"]) == ("cosine", 2.0)
+    v = kw["validation"]
+    assert (v.every, v.select, v.patience) == (3, "best_val", 4) and v.score.__self__ is VAL_SET
     assert torch.equal(kw["neighbours"], torch.arange(40).reshape(5, 8)[:, :5])
     assert torch.equal(kw["edges"], torch.arange(40).reshape(5, 8)[:, :3])
     assert kw["coords"].shape == (5, 4)  # the default --sim_target diffusion uses them
@@ -370,8 +530,9 @@ def test_train_from_args_maps_every_training_flag(monkeypatch, tmp_path):
 def test_train_from_args_leaves_out_what_the_flags_do_not_use(monkeypatch):
     kw = captured_train_call(monkeypatch, ["--graph_edges", "batch", "--sim_target", "knn", "--batch_group", "1"],
                              None)
-    assert (kw["neighbours"], kw["edges"], kw["coords"], kw["checkpoint"], kw["history"]) == (None,) * 5
-    assert kw["precision"] == "fp32"
+    assert (kw["neighbours"], kw["edges"], kw["coords"], kw["checkpoint"], kw["history"], kw["validation"]) == \
+        (None,) * 6
+    assert (kw["precision"], kw["lr_schedule"]) == ("fp32", "constant")
 
 
 # ----------------------------------------------------------------------------- feature matrix and multi-label data
@@ -450,3 +611,68 @@ def test_every_method_runs_end_to_end_on_multi_hot_labels(tmp_path, capsys):
         assert float(row["map"]) == pytest.approx(evaluate_codes(q, db, codes["query_labels"], codes["db_labels"],
                                                                  10, ties="expected")["map"], abs=1e-6), method
         assert row["knn"] == "4"  # --knn defaults to the number of classes C
+
+
+# ----------------------------------------------------------------------------- a full disk
+
+FULL = ["--method", "hagcn", "itq", "--task", "gcn", "--exp_hash_len", "8", *FAST, "--select_epoch", "best_val",
+        "--val_queries", "60"]
+
+
+def failing_replace(target: str):
+    """os.replace that fails with ENOSPC when it would create a file named like `target` (the last step of every
+    atomic write: the temporary file is complete, the disk refuses the rest)."""
+    real = os.replace
+
+    def replace(src, dst):
+        name = Path(dst).name
+        if name == target or (target == "graph" and name.startswith("graph-")):
+            raise OSError(28, "No space left on device", str(dst))
+        return real(src, dst)
+    return replace
+
+
+@pytest.mark.parametrize("target", ["graph", "checkpoint.pt", "best.pt", "epochs.csv", "codes.npz", "run.json",
+                                    "results.csv"])
+def test_a_full_disk_is_one_line_naming_the_file_with_no_temporary_left(tmp_path, monkeypatch, capsys, target):
+    """At every write a full disk ends the run with one line naming the file and the cause, status 1, no temporary
+    file anywhere, and the rows already in results.csv whole (the first run of the grid finished before)."""
+    assert main.main([*FULL, "--method", "lsh", "--log_dir", str(tmp_path)]) == 0
+    before = (tmp_path / "results.csv").read_text()
+    capsys.readouterr()
+    monkeypatch.setattr(os, "replace", failing_replace(target))
+    assert main.main([*FULL, "--log_dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    (line,) = [ln for ln in err.splitlines() if "error" in ln.lower()]  # after the progress lines, one error line
+    assert line.startswith("error: ") and err.strip().endswith(line) and "Traceback" not in err, err
+    assert "No space left on device" in line and (target in line or "graph-" in line), line
+    assert not [p for p in tmp_path.rglob("*") if ".tmp" in p.name]
+    assert (tmp_path / "results.csv").read_text() == before
+
+
+def test_a_figure_on_a_full_disk_is_one_line(tmp_path, monkeypatch, capsys):
+    import plots
+    assert main.main([*FULL, "--log_dir", str(tmp_path / "logs")]) == 0
+    monkeypatch.setattr(os, "replace", failing_replace("digits_pr_8bits.png"))
+    assert plots.main(["--log_dir", str(tmp_path / "logs"), "--out", str(tmp_path / "figures")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ") and "digits_pr_8bits.png" in err[-1] and "No space" in err[-1]
+    assert not [p for p in tmp_path.rglob("*") if ".tmp" in p.name]
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or sys.platform != "linux", reason="mounts a small tmpfs (root, Linux)")
+def test_a_real_full_file_system_is_one_line(tmp_path):
+    """main.py on a 256 KiB tmpfs: the global graph's cache (about 850 KB on digits) does not fit."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(disk)]).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        run = run_cli([*FULL, "--log_dir", disk / "logs"])
+        left = [p.name for p in disk.rglob("*") if ".tmp" in p.name]
+    finally:
+        subprocess.run(["umount", str(disk)])
+    assert run.returncode == 1
+    lines = run.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: ") and "graph-" in lines[-1] and "No space left on device" in lines[-1]
+    assert "Traceback" not in run.stderr and not left

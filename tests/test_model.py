@@ -114,3 +114,30 @@ def test_the_filter_shapes_the_codes_only_through_an_mlp_head_or_an_encoder_grap
     assert any((c != mlp[0]).any() for c in mlp[1:])
     encoder_graph = [trained_codes(task, "linear", "encoder") for task in FILTERS]
     assert any((c != encoder_graph[0]).any() for c in encoder_graph[1:])
+
+
+def test_recon_weight_zero_never_runs_the_filter_or_the_decoder(monkeypatch):
+    """--recon_weight 0 (main.build_hagcn) trains the hash head on the similarity term alone: a decoder or filter
+    call fails the test, and the loss has no reconstruction term."""
+    from functools import partial
+
+    from arguments import parse_args
+    from main import build_hagcn
+    from train import train
+
+    args = parse_args(["--recon_weight", "0", "--hidden", "16", "--knn", "3", "--sim_target", "knn",
+                       "--graph_edges", "batch"])
+    model, loss_fn = build_hagcn("cheby", 6, 12, args)
+
+    def never(*a, **kw):
+        raise AssertionError("ran")
+    monkeypatch.setattr(model.decoder, "forward", never)
+    monkeypatch.setattr(model.filter, "forward", never)
+    x = torch.randn(32, 12, generator=torch.Generator().manual_seed(3))
+    out = model(x)
+    assert out["recon"] is None
+    assert set(loss_fn(out, x, None)) == {"similarity"}
+    train(model, partial(loss_fn), x, torch.zeros(32, dtype=torch.long), num_epochs=2, batch_size=16, lr=1e-3, seed=0,
+          desc="no reconstruction")
+    weighted, _ = build_hagcn("gcn", 6, 12, parse_args(["--recon_weight", "0.5", "--hidden", "16", "--knn", "3"]))
+    assert weighted.reconstruct

@@ -114,16 +114,22 @@ def test_tie_rules_are_not_mixed(rows):
     assert all(r["ties"] == "expected" for rs in chosen.values() for r in rs)
 
 
-def test_loss_curves_are_the_epochs_csv_of_each_filter(rows, logs):
+def test_learning_curves_are_the_epochs_csv_of_each_filter(rows, logs):
+    """Each panel: the loss terms of epochs.csv, and on its twin axis the validation mAP of the validated epochs."""
     fig = plots.fig_loss_curves(rows, logs, "digits", bits=16)
-    assert [ax.get_title() for ax in fig.axes if ax.get_visible()] == ["HAGCN gcn", "HAGCN cheby"]  # LSH: no training
-    for ax, (line, run_id) in zip(fig.axes, fig.runs.items()):
+    panels = [ax for ax in fig.axes if ax.get_visible() and ax.get_title()]
+    assert [ax.get_title() for ax in panels] == ["HAGCN gcn", "HAGCN cheby"]  # LSH: no training
+    twins = [ax for ax in fig.axes if ax not in panels and ax.get_visible()]
+    assert len(twins) == 2
+    for ax, twin, (line, run_id) in zip(panels, twins, fig.runs.items()):
         epochs = plots.read_epochs(logs / "runs" / run_id)
         got = {ln.get_label(): ln.get_ydata() for ln in ax.get_lines()}
         assert set(got) == {"reconstruction", "similarity", "total"}
         for name, values in got.items():
             assert np.allclose(values, epochs[name]) and len(values) == 2  # --num_epochs 2
         assert np.allclose(got["total"], got["reconstruction"] + got["similarity"], rtol=1e-4)
+        (val,) = twin.get_lines()
+        assert np.allclose(val.get_ydata(), epochs["val_map"]) and 0 < min(val.get_ydata()) <= 1
     with pytest.raises(plots.Skip, match="no run at 16 bits has an epochs.csv"):
         plots.fig_loss_curves([r for r in rows if r["method"] == "lsh"], logs, "digits", bits=16)
 

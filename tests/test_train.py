@@ -227,7 +227,9 @@ def test_epochs_csv_holds_each_terms_epoch_mean_and_resume_continues_it(tmp_path
     train(model_for("gcn"), recording(steps), X, y, checkpoint=tmp_path / "full.pt",
           history=tmp_path / "full.csv", **kw)
     rows = train_mod.read_epochs(tmp_path / "full.csv")
-    assert list(rows[0]) == ["epoch", "reconstruction", "similarity", "total", "seconds"]
+    assert list(rows[0]) == ["epoch", "reconstruction", "similarity", "total", "seconds", "lr", "val_map",
+                             "val_seconds"]
+    assert {r["val_map"] for r in rows} == {""}  # no validation
     assert [r["epoch"] for r in rows] == ["1", "2", "3", "4"]
     for e, r in enumerate(rows):  # 3 steps per epoch
         for name in ("reconstruction", "similarity"):
@@ -284,3 +286,119 @@ def test_tensorboard_gets_the_epochs_csv_values(tmp_path):
         got = events.Scalars(f"loss/{name}")
         assert [e.step for e in got] == [1, 2]
         assert [e.value for e in got] == pytest.approx([float(r[name]) for r in rows], rel=1e-4)
+
+
+# ----------------------------------------------------------------------------- validation, epoch selection, schedule
+
+def scripted(curve: list[float], snapshots: list | None = None):
+    """A validation score that returns curve[i] at its i-th call (and keeps a copy of the weights it was called on)."""
+    calls = {"n": 0}
+
+    def score(model):
+        if snapshots is not None:
+            snapshots.append({k: v.clone() for k, v in model.state_dict().items()})
+        calls["n"] += 1
+        return curve[calls["n"] - 1]
+    return score
+
+
+VAL_KW = dict(batch_size=16, lr=1e-2, seed=5, desc="gcn")
+
+
+def val_data():
+    return torch.randn(48, 6, generator=torch.Generator().manual_seed(8)), torch.zeros(48, dtype=torch.long)
+
+
+@pytest.mark.parametrize("every, patience, curve, stop, best", [
+    (1, 3, [0.1, 0.3, 0.2, 0.25, 0.3, 0.9, 0.9], 5, 2),    # epochs 3, 4 and 5 bring nothing better than epoch 2
+    (2, 2, [0.1, 0.4, 0.5, 0.45, 0.45, 0.9], 10, 6),       # validated at epochs 2, 4, ...: stale at 8 and 10
+    (1, 0, [0.1, 0.2, 0.1, 0.0, 0.0, 0.0], 6, 2),          # no early stop: every epoch runs
+])
+def test_early_stopping_stops_where_the_scripted_curve_says(every, patience, curve, stop, best, tmp_path):
+    X, y = val_data()
+    result = train(model_for("gcn"), LOSS, X, y, num_epochs=12 if every == 2 else 6, history=tmp_path / "e.csv",
+                   validation=train_mod.Validation(scripted(curve), every, "best_val", patience), **VAL_KW)
+    assert (result.epochs, result.kept_epoch, result.val_map) == (stop, best, max(curve[:stop // every]))
+    rows = train_mod.read_epochs(tmp_path / "e.csv")
+    assert len(rows) == stop
+    assert [float(r["val_map"]) for r in rows if r["val_map"]] == curve[:stop // every]
+    assert all(bool(r["val_map"]) == (int(r["epoch"]) % every == 0) for r in rows)
+
+
+def test_best_val_restores_the_best_epochs_weights_and_last_keeps_the_last(tmp_path):
+    X, y = val_data()
+    snapshots: list[dict] = []
+    best = model_for("gcn")
+    train(best, LOSS, X, y, num_epochs=5, checkpoint=tmp_path / "checkpoint.pt",
+          validation=train_mod.Validation(scripted([0.2, 0.6, 0.4, 0.5, 0.1], snapshots), select="best_val"), **VAL_KW)
+    for name, value in best.state_dict().items():
+        assert torch.equal(value, snapshots[1][name]), name  # epoch 2's weights, its alpha included
+    assert (encode(best, X) == (best.hash_logits(X) > best.code_threshold()).numpy()).all()
+    assert set(torch.load(tmp_path / "best.pt", weights_only=True)) == set(snapshots[1])
+    last = model_for("gcn")
+    result = train(last, LOSS, X, y, num_epochs=5,
+                   validation=train_mod.Validation(scripted([0.2, 0.6, 0.4, 0.5, 0.1]), select="last"), **VAL_KW)
+    assert (result.kept_epoch, result.val_map) == (5, 0.1)
+    assert all(torch.equal(a, b) for a, b in zip(last.state_dict().values(), snapshots[-1].values()))
+
+
+def test_validation_changes_nothing_in_training(tmp_path):
+    """Scoring switches the model to eval mode and back and encodes rows: the weights are the same without it."""
+    X, y = val_data()
+    plain, scored = model_for("gcn"), model_for("gcn")
+    train(plain, LOSS, X, y, num_epochs=3, **VAL_KW)
+    train(scored, LOSS, X, y, num_epochs=3, validation=train_mod.Validation(lambda m: float(encode(m, X).mean())),
+          **VAL_KW)
+    assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), scored.state_dict().values()))
+
+
+def test_resume_after_an_interrupted_early_stopped_run_gives_its_codes(tmp_path):
+    """Cut in the middle, resumed: the same stop, the same kept epoch, the same weights; resumed again after it
+    stopped (the checkpoint says so), it trains no further epoch."""
+    X, y = val_data()
+    curve = [0.1, 0.5, 0.3, 0.6, 0.2, 0.3, 0.4, 0.9, 0.9]
+    kw = dict(num_epochs=9, **VAL_KW)
+    full = model_for("gcn")
+    ref = train(full, LOSS, X, y, checkpoint=tmp_path / "full.pt",
+                validation=train_mod.Validation(scripted(curve), select="best_val", patience=3), **kw)
+    assert (ref.epochs, ref.kept_epoch) == (7, 4)
+    calls = {"n": 0}
+
+    def crash_in_epoch_5(out, x, y):
+        calls["n"] += 1
+        if calls["n"] == 4 * 3 + 2:
+            raise Interrupt
+        return LOSS(out, x, y)
+    cut_dir = tmp_path / "cut"
+    cut_dir.mkdir()
+    with pytest.raises(Interrupt):
+        train(model_for("gcn"), crash_in_epoch_5, X, y, checkpoint=cut_dir / "checkpoint.pt",
+              validation=train_mod.Validation(scripted(curve), select="best_val", patience=3), **kw)
+    resumed = model_for("gcn", seed=42)
+    got = train(resumed, LOSS, X, y, checkpoint=cut_dir / "checkpoint.pt", resume=True,
+                validation=train_mod.Validation(scripted(curve[4:]), select="best_val", patience=3), **kw)
+    assert got == ref._replace(seconds=got.seconds)
+    assert all(torch.equal(a, b) for a, b in zip(full.state_dict().values(), resumed.state_dict().values()))
+    again = model_for("gcn", seed=43)
+    after = train(again, LOSS, X, y, checkpoint=cut_dir / "checkpoint.pt", resume=True,
+                  validation=train_mod.Validation(scripted([]), select="best_val", patience=3), **kw)
+    assert (after.epochs, after.kept_epoch) == (7, 4)
+    assert all(torch.equal(a, b) for a, b in zip(full.state_dict().values(), again.state_dict().values()))
+
+
+def test_cosine_schedule_warms_up_then_decays_to_zero():
+    rates = [train_mod.learning_rate(1.0, "cosine", s, 100, 10) for s in range(100)]
+    assert rates[:10] == pytest.approx([(s + 1) / 10 for s in range(10)])
+    assert rates[10] == 1.0 and all(a >= b for a, b in zip(rates[10:], rates[11:]))
+    assert train_mod.learning_rate(1.0, "cosine", 100, 100, 10) == pytest.approx(0.0)
+    assert train_mod.learning_rate(1.0, "cosine", 55, 100, 10) == pytest.approx(0.5)
+    assert {train_mod.learning_rate(0.3, "constant", s, 100, 10) for s in range(100)} == {0.3}
+
+
+def test_epochs_csv_records_the_rate_each_epoch_ended_with(tmp_path):
+    X, y = val_data()
+    train(model_for("gcn"), LOSS, X, y, num_epochs=4, history=tmp_path / "e.csv", lr_schedule="cosine",
+          warmup_epochs=1, **{**VAL_KW, "lr": 1e-3})
+    rates = [float(r["lr"]) for r in train_mod.read_epochs(tmp_path / "e.csv")]  # 3 steps an epoch, 12 in all
+    assert rates == pytest.approx([1e-3, *(train_mod.learning_rate(1e-3, "cosine", s, 12, 3) for s in (5, 8, 11))],
+                                  rel=1e-5)
