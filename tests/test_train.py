@@ -12,6 +12,7 @@ import main
 import train as train_mod
 from graph import FILTERS
 from losses import hagcn_loss, total
+from results import OutputError
 from model import HAGCN
 from train import TrainingDiverged, encode, epoch_batches, rank_share, train
 
@@ -103,11 +104,10 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     train_mod.atomic_save({"epoch": 1}, path)
 
     def torn_save(obj, f):
-        with open(f, "wb") as out:
-            out.write(b"half a checkpo")
-        raise OSError("disk full")
+        f.write(b"half a checkpo")
+        raise OSError(28, "No space left on device")
     monkeypatch.setattr(torch, "save", torn_save)
-    with pytest.raises(OSError):
+    with pytest.raises(OutputError, match=r"checkpoint\.pt: cannot write \(No space left on device\)"):
         train_mod.atomic_save({"epoch": 2}, path)
     monkeypatch.undo()
     assert torch.load(path, weights_only=False) == {"epoch": 1}
