@@ -144,7 +144,7 @@ def main_cli(argv: list[str] | None = None) -> int:
         if r["method"] == "itq" and r["val_map"]:
             bars.setdefault(int(r["hash_len"]), {}).setdefault("itq", []).append(float(r["val_map"]))
     bars = {b: {n: float(np.mean(v)) for n, v in d.items()} for b, d in bars.items()}
-    figure(curves, bars, f"Validation mAP per epoch on {a.dataset} ({main.table_title(args)})",
+    figure(curves, bars, f"Validation {main.table_title(args)}: per epoch, mean over folds",
            out / "figures" / f"convergence_{name}.png")
     for row in summary:
         print(" ".join(map(str, row)))

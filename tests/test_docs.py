@@ -82,12 +82,21 @@ def test_named_results_paths_exist(page):
     assert [p for p in sorted(named) if not (REPO / p).exists()] == []
 
 
+def validation_outputs() -> list[Path]:
+    """The benchmark and validation outputs: the .txt files under results/bench/ and results/validation/, and the
+    tables, CSV files and figures of results/validation/ itself (its subfolders convergence/, plateau/ and compare/
+    hold the runs behind them: main.py's log folders)."""
+    validation = REPO / "results" / "validation"
+    return sorted({*(REPO / "results" / "bench").rglob("*.txt"),
+                   *(p for ext in ("txt", "csv", "md") for p in validation.glob(f"*.{ext}")),
+                   *(validation / "figures").glob("*.png")})
+
+
 def test_every_bench_and_validation_output_is_cited():
     """Each output under results/bench/ and results/validation/ is named by some page: by its path, or by its file
     name in a page that names its folder."""
     texts = [page.read_text() for page in PAGES]
-    outputs = [p for d in ("bench", "validation") for p in sorted((REPO / "results" / d).rglob("*.txt"))
-               if "convergence" not in rel(p)]  # written by a running job now; docs/convergence.md will cite them
+    outputs = validation_outputs()
     uncited = [rel(p) for p in outputs
                if not any(rel(p) in t or (p.name in t and f"{rel(p.parent)}/" in t) for t in texts)]
     assert outputs and uncited == []
