@@ -3,8 +3,10 @@ line; the shipped configs/ parse; and the resolved values are what main.py recor
 results.csv)."""
 from __future__ import annotations
 
+import argparse
 import csv
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -91,3 +93,58 @@ def test_resolved_config_saved_with_results(tmp_path):
     with open(log_dir / "results.csv", newline="") as f:
         (row,) = list(csv.DictReader(f))
     assert (row["method"], row["hash_len"], row["topk"], row["seed"], row["tau"]) == ("lsh", "8", "77", "3", "0.4")
+
+
+# ----------------------------------------------------------------------------- --help names every default
+
+def parser_of(cli, argv: list[str], monkeypatch) -> argparse.ArgumentParser:
+    """The parser a CLI builds, caught when it parses `argv` (parsing itself is cut short)."""
+    caught = []
+
+    def catch(self, args=None, namespace=None):
+        caught.append(self)
+        raise SystemExit(0)
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", catch)
+    with pytest.raises(SystemExit):
+        cli(argv)
+    monkeypatch.undo()
+    return caught[0]
+
+
+def help_strings(parser: argparse.ArgumentParser) -> dict[str, str | None]:
+    """{option: its help as --help renders it} of the parser and its subcommands, for options with a default."""
+    out = {}
+    formatter = parser._get_formatter()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                out.update(help_strings(sub))
+        elif action.option_strings and action.default not in (None, argparse.SUPPRESS) and not action.required:
+            out[action.option_strings[0]] = sub_help(formatter, action)
+    return out
+
+
+def sub_help(formatter, action: argparse.Action) -> str | None:
+    text = formatter._get_help_string(action)
+    return text % {"default": action.default} if text else text
+
+
+def clis():
+    import data
+    import embed
+    import plots
+    import search
+    sys.path.append(str(REPO / "bench"))
+    import tables
+    return {"main.py": (main.main, []), "search.py": (search.main, []), "embed.py": (embed.main, []),
+            "data.py pack": (data.main, ["pack"]), "plots.py": (plots.main, []),
+            "bench/tables.py": (tables.main_cli, [])}
+
+
+@pytest.mark.parametrize("name", ["main.py", "search.py", "embed.py", "data.py pack", "plots.py", "bench/tables.py"])
+def test_help_names_every_default(name, monkeypatch):
+    cli, argv = clis()[name]
+    helps = help_strings(parser_of(cli, argv, monkeypatch))
+    assert helps, name
+    missing = {flag: text for flag, text in helps.items() if not text or "default" not in text}
+    assert missing == {}, name
