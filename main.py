@@ -422,7 +422,7 @@ def data_label(args) -> str:
 def table_title(args) -> str:
     folds = f", {args.folds} folds" if args.folds > 1 else ""
     return (f"mAP@{args.topk or 'all'} on {data_label(args)} (split {args.split}{folds}, "
-            f"{args.num_epochs} epochs, seed {args.seed}, ties: {args.ties})")
+            f"{args.num_epochs} epochs at {args.lr_schedule} rate {args.lr:g}, seed {args.seed}, ties: {args.ties})")
 
 
 def note(message: str) -> None:

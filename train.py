@@ -164,6 +164,60 @@ class Trained(NamedTuple):
     val_map: float | None
 
 
+class EpochSelection:
+    """The validation side of train(): the score of each validated epoch, the best so far (its weights kept in memory
+    and, for 'best_val', in best.pt beside the checkpoint) and the patience count, which the checkpoint carries so
+    that a resumed run selects and stops as an uninterrupted one. Without a Validation it records nothing."""
+
+    def __init__(self, validation: Validation | None, best_path: Path | None):
+        self.validation, self.best_path = validation, best_path
+        self.state = {"best_epoch": 0, "best": -math.inf, "last": None, "stale": 0}
+        self.best_weights: dict | None = None
+
+    def restore(self, state: dict) -> None:
+        """The state a checkpoint saved, and the best epoch's weights from best.pt."""
+        self.state = state
+        if self.keeps_best and state["best_epoch"]:
+            self.best_weights = load_weights(self.best_path)
+
+    @property
+    def keeps_best(self) -> bool:
+        return self.validation is not None and self.validation.select == "best_val"
+
+    @property
+    def stopped(self) -> bool:
+        """Patience ran out (also right after resuming a run that had stopped early)."""
+        return self.validation is not None and 0 < self.validation.patience <= self.state["stale"]
+
+    def after_epoch(self, model: HashModel, epoch: int, num_epochs: int) -> tuple[float | None, float]:
+        """Score the model after 0-based `epoch` when it is due (every `every` epochs and the last); returns (the
+        score or None, its seconds)."""
+        v = self.validation
+        if v is None or ((epoch + 1) % v.every and epoch + 1 != num_epochs):
+            return None, 0.0
+        t0 = time.perf_counter()
+        score = v.score(model)
+        model.train()
+        improved = score > self.state["best"]
+        self.state = {"best_epoch": epoch + 1 if improved else self.state["best_epoch"],
+                      "best": max(score, self.state["best"]), "last": score,
+                      "stale": 0 if improved else self.state["stale"] + 1}
+        if improved and self.keeps_best:
+            self.best_weights = {k: t.detach().clone() for k, t in model.state_dict().items()}
+            if self.best_path is not None and is_writer():  # before the checkpoint that records it as the best
+                atomic_save(self.best_weights, self.best_path)
+        return score, time.perf_counter() - t0
+
+    def result(self, model: HashModel, seconds: float, epochs: int) -> Trained:
+        """What train() returns; for 'best_val' the best epoch's weights are loaded into `model` first."""
+        if self.validation is None:
+            return Trained(seconds, epochs, epochs, None)
+        if self.keeps_best and self.best_weights is not None:
+            model.load_state_dict(self.best_weights)
+            return Trained(seconds, epochs, self.state["best_epoch"], self.state["best"])
+        return Trained(seconds, epochs, epochs, self.state["last"])
+
+
 def learning_rate(peak: float, schedule: str, step: int, total_steps: int, warmup_steps: int) -> float:
     """The rate of 0-based `step`: constant `peak`, or (cosine) a linear warm-up to `peak` over `warmup_steps`, then
     a half cosine down to 0 at `total_steps` (Loshchilov & Hutter, SGDR, ICLR 2017, without restarts)."""
@@ -208,13 +262,11 @@ def train(model: HashModel, loss_fn: LossFn, X: RowSource, y: torch.Tensor, *, n
     device = y.device
     opt = torch.optim.Adam(model.parameters(), lr=lr, fused=True)
     gen = torch.Generator().manual_seed(seed)
-    start, seconds, val_state = 0, 0.0, {"best_epoch": 0, "best": -math.inf, "last": None, "stale": 0}
-    best_path = checkpoint.with_name("best.pt") if checkpoint is not None else None
-    best_weights = None
+    selection = EpochSelection(validation, checkpoint.with_name("best.pt") if checkpoint is not None else None)
+    start, seconds = 0, 0.0
     if resume and checkpoint is not None and checkpoint.is_file():
-        start, seconds, val_state = load_checkpoint(checkpoint, model, opt, gen)
-        if validation is not None and validation.select == "best_val" and val_state["best_epoch"]:
-            best_weights = load_weights(best_path)
+        start, seconds, state = load_checkpoint(checkpoint, model, opt, gen)
+        selection.restore(state)
         if is_writer():
             print(f"{desc}: resuming from {checkpoint} after epoch {start} of {num_epochs}", file=sys.stderr)
     else:
@@ -224,12 +276,11 @@ def train(model: HashModel, loss_fn: LossFn, X: RowSource, y: torch.Tensor, *, n
     rank, world, group = distributed.rank(), distributed.world_size(), min(group, batch_size)
     steps_per_epoch = math.ceil(len(X) / batch_size)
     warmup_steps = round(warmup_epochs * steps_per_epoch)
-    stopped = validation is not None and 0 < validation.patience <= val_state["stale"]  # resumed after an early stop
     epoch = start - 1
     model.train()
     quiet = {} if is_writer() and sys.stderr.isatty() else {"disable": True}  # unset: TQDM_DISABLE=1 still works
-    bar = tqdm(range(start, 0 if stopped else num_epochs), desc=desc, leave=False, dynamic_ncols=True, initial=start,
-               total=num_epochs, **quiet)
+    bar = tqdm(range(start, start if selection.stopped else num_epochs), desc=desc, leave=False, dynamic_ncols=True,
+               initial=start, total=num_epochs, **quiet)
     for epoch in bar:
         t0 = time.perf_counter()
         model.set_epoch(epoch, num_epochs)
@@ -260,40 +311,21 @@ def train(model: HashModel, loss_fn: LossFn, X: RowSource, y: torch.Tensor, *, n
             raise TrainingDiverged(f"{desc}: parameters became NaN or Inf at epoch {epoch + 1}, step {step + 1}")
         over_ranks = distributed.mean_over_ranks(torch.stack([s.double() for s in sums.values()]))
         means = {name: float(s) / (step + 1) for name, s in zip(sums, over_ranks)}
-        val, val_seconds = None, 0.0
-        if validation is not None and ((epoch + 1) % validation.every == 0 or epoch + 1 == num_epochs):
-            t0 = time.perf_counter()
-            val = validation.score(model)
-            model.train()
-            val_seconds = time.perf_counter() - t0
-            improved = val > val_state["best"]
-            val_state = {"best_epoch": epoch + 1 if improved else val_state["best_epoch"],
-                         "best": max(val, val_state["best"]), "last": val,
-                         "stale": 0 if improved else val_state["stale"] + 1}
-            if improved and validation.select == "best_val":
-                best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                if best_path is not None and is_writer():  # before the checkpoint that records it as the best
-                    atomic_save(best_weights, best_path)
-            stopped = 0 < validation.patience <= val_state["stale"]
-        bar.set_postfix(loss=f"{sum(means.values()):.4f}",
-                        **({} if val_state["last"] is None else {"val": f"{val_state['last']:.4f}"}))
+        val, val_seconds = selection.after_epoch(model, epoch, num_epochs)
+        last = selection.state["last"]
+        bar.set_postfix(loss=f"{sum(means.values()):.4f}", **({} if last is None else {"val": f"{last:.4f}"}))
         if log is not None:  # before the checkpoint: a crash in between re-runs this epoch and rewrites its row
             log.add(epoch + 1, means, epoch_seconds, opt.param_groups[0]["lr"], val, val_seconds)
         if checkpoint is not None and is_writer():  # written whole (atomic_save): a rank resuming never reads half
             atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
                          "batch_rng": gen.get_state(), "torch_rng": torch.get_rng_state(), "seconds": seconds,
-                         "validation": val_state}, checkpoint)
-        if stopped:
+                         "validation": selection.state}, checkpoint)
+        if selection.stopped:
             break
     bar.close()
     if log is not None:
         log.close()
-    if validation is None:
-        return Trained(seconds, epoch + 1, epoch + 1, None)
-    if validation.select == "best_val" and best_weights is not None:
-        model.load_state_dict(best_weights)
-        return Trained(seconds, epoch + 1, val_state["best_epoch"], val_state["best"])
-    return Trained(seconds, epoch + 1, epoch + 1, val_state["last"])
+    return selection.result(model, seconds, epoch + 1)
 
 
 def load_weights(path: Path | None) -> dict:
