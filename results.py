@@ -186,10 +186,12 @@ def best_and_ties(cells: dict[str, list[float]]) -> tuple[set[str], set[str]]:
     return best, ties
 
 
-def markdown_table(rows: list[dict], bits: list[int], title: str | None = None, commit: str | None = None) -> str:
+def markdown_table(rows: list[dict], bits: list[int], title: str | None = None, commit: str | None = None,
+                   folds: int | None = None) -> str:
     """A Markdown table of mAP, rows = methods (HAGCN: one per filter), columns = code lengths, cells mean ± std
     over folds (n folds in the header). Per column the best mean is bold and rows tied with it (difference smaller
-    than the spread, see best_and_ties) are marked with a dagger; `commit` names the code the rows came from."""
+    than the spread, see best_and_ties) are marked with a dagger; `commit` names the code the rows came from. With
+    `folds`, a cell of a partial grid that holds fewer folds says how many ('(1 of 3 folds)')."""
     stats = map_stats(rows, bits)
     supervised = {row_name(r): is_supervised(r) for r in rows}
     n_runs = sorted({len(v) for per in stats.values() for v in per.values() if v})
@@ -207,7 +209,8 @@ def markdown_table(rows: list[dict], bits: list[int], title: str | None = None, 
                 continue
             text = f"{np.mean(vals):.4f} ± {np.std(vals):.4f}" if len(vals) > 1 else f"{vals[0]:.4f}"
             best, ties = marks[b]
-            cells.append(f"**{text}**" if name in best else f"{text} †" if name in ties else text)
+            text = f"**{text}**" if name in best else f"{text} †" if name in ties else text
+            cells.append(f"{text} ({len(vals)} of {folds} folds)" if folds and len(vals) < folds else text)
         lines.append(f"| {name} | {'yes' if supervised[name] else 'no'} | " + " | ".join(cells) + " |")
     lines += ["", f"mAP, mean ± std over {runs} fold(s) per cell; **bold**: best in its column; †: tied with the "
               "best (its mean is lower by less than the larger standard deviation of the two)."

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import main  # noqa: E402
 from results import markdown_table  # noqa: E402
-from tables import commits_of, write_atomic  # noqa: E402
+from tables import commits_of, provenance, write_atomic  # noqa: E402
 
 VARIANTS = {  # row name: the flags that differ from the defaults
     "default (gcn filter)": "",
@@ -59,8 +59,10 @@ def main_cli(argv: list[str] | None = None) -> int:
         rows += [{**r, "method": name, "supervised": False} for r in found]
     title = (f"HAGCN ablation, {main.table_title(args)}; rows: `{log_dir}/results.csv`, one variant per row "
              f"(`python bench/ablation.py {' '.join(argv)}`)")
-    table = markdown_table(rows, [int(b) for b in a.bits], commit=commits_of(rows, log_dir))
-    write_atomic(log_dir / "table.md", f"## {title}\n\n{table}\n")
+    bits = [int(b) for b in a.bits]
+    table = markdown_table(rows, bits, commit=commits_of(rows, log_dir), folds=a.folds)
+    names = provenance(bits, a.folds, rows, [r["method"] for r in rows])
+    write_atomic(log_dir / "table.md", f"## {title}\n\n{table}\n{names}\n")
     print(table)
     return 0
 

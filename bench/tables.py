@@ -14,6 +14,9 @@ results/GRID/table.md, so that no results table in the docs is typed by hand (te
     python bench/tables.py --tables_only         # no training: tables from the cells already in results/
     python bench/tables.py --tables_only --docs README.md docs/*.md   # and into the table blocks of these pages
     python bench/tables.py --only digits --out /tmp/r -- --num_epochs 2 --hidden 64   # flags after -- go to main.py
+    python bench/tables.py --tables_only --prune # and drop the runs of settings the code no longer uses
+
+A partial grid's table says, in each cell that has fewer folds than the grid, how many it has.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -29,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import main  # noqa: E402
 import plots  # noqa: E402
-from results import markdown_table, read_results, run_id_of  # noqa: E402
+from results import markdown_table, read_results, run_id_of, write_csv  # noqa: E402
 
 BITS = ["16", "32", "64"]
 
@@ -90,20 +94,44 @@ def in_grid_order(rows: list[dict], args) -> list[dict]:
 def section(name: str, rows: list[dict], args, log_dir: Path) -> str:
     """One grid's Markdown section: its table and where its rows live."""
     rows = in_grid_order(rows, args)
-    table = markdown_table(rows, args.exp_hash_len, commit=commits_of(rows, log_dir))
-    runs = " ".join(r["run_id"] for r in rows)
+    table = markdown_table(rows, args.exp_hash_len, commit=commits_of(rows, log_dir), folds=args.folds)
     return (f"## {GRIDS[name][1]}\n\n{main.table_title(args)}; rows: `{log_dir}/results.csv`.\n\n{table}\n"
-            f"<!-- bits: {' '.join(map(str, args.exp_hash_len))}; run ids: {runs} -->\n")
+            f"{provenance(args.exp_hash_len, args.folds, rows)}\n")
+
+
+def provenance(bits: list[int], folds: int, rows: list[dict], names: list[str] | None = None) -> str:
+    """The comment under a generated table from which tests rebuild it: its code lengths, the grid's folds, the run
+    id of each row in order and, where the row names are not the methods' (bench/ablation.py), each run's name."""
+    text = f"<!-- bits: {' '.join(map(str, bits))}; folds: {folds}; run ids: {' '.join(r['run_id'] for r in rows)}"
+    return text + (f"; names: {'|'.join(names)} -->" if names else " -->")
 
 
 def finished_rows(argv: list[str]) -> tuple[list[dict], object]:
     """(the rows of results.csv that are cells of this grid under the current code's settings, its flags): a partial
     grid's table, without training anything."""
     args = main.parse_args(argv)
-    _, splits = main.load_data(args)
-    ids = {run_id_of(main.run_settings(args, c.method, c.task, c.bits, c.fold))
-           for fold in range(len(splits)) for c in main.grid_cells(args, fold)}
+    ids = grid_ids(args)
     return [r for r in read_results(Path(args.log_dir) / "results.csv") if r["run_id"] in ids], args
+
+
+def grid_ids(args) -> set[str]:
+    """The run ids of every cell of the grid that `args` describes."""
+    _, splits = main.load_data(args)
+    return {run_id_of(main.run_settings(args, c.method, c.task, c.bits, c.fold))
+            for fold in range(len(splits)) for c in main.grid_cells(args, fold)}
+
+
+def prune(log_dir: Path, keep: set[str]) -> int:
+    """Drop the rows of log_dir/results.csv and the run folders that are not cells of the grid (runs of settings the
+    code no longer uses: they live on in git history); returns how many runs went."""
+    rows = read_results(log_dir / "results.csv")
+    gone = [r["run_id"] for r in rows if r["run_id"] not in keep]
+    if gone:
+        kept = [r for r in rows if r["run_id"] in keep]
+        write_csv(log_dir / "results.csv", kept, list(dict.fromkeys(c for r in rows for c in r)))
+    for run_id in gone:
+        shutil.rmtree(log_dir / "runs" / run_id, ignore_errors=True)
+    return len(gone)
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -154,6 +182,8 @@ def main_cli(argv: list[str] | None = None) -> int:
     p.add_argument("--dry_run", action="store_true", help="print the main.py command of each grid and stop")
     p.add_argument("--tables_only", action="store_true",
                    help="train nothing: write the tables of the cells already in results/ (partial grids included)")
+    p.add_argument("--prune", action="store_true",
+                   help="drop the rows and run folders of each grid's log folder that are not cells of the grid")
     p.add_argument("--docs", "--readme", nargs="+", default=None, metavar="PAGE",
                    help="after the tables, replace the <!-- table: GRID --> blocks of these Markdown pages with them")
     a = p.parse_args(own)
@@ -164,6 +194,9 @@ def main_cli(argv: list[str] | None = None) -> int:
             print("python main.py " + " ".join(grid_argv(name, out, extra)))
         return 0
     for name in names:
+        if a.prune:
+            gone = prune(out / name, grid_ids(main.parse_args(grid_argv(name, out, extra))))
+            print(f"{name}: pruned {gone} run(s) of other settings", file=sys.stderr)
         if a.tables_only:
             rows, args = finished_rows(grid_argv(name, out, extra))
             if rows:

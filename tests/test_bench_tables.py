@@ -17,7 +17,7 @@ from conftest import REPO
 sys.path.insert(0, str(REPO / "bench"))
 
 import tables  # noqa: E402
-from results import markdown_table, read_results, row_name  # noqa: E402
+from results import append_result, markdown_table, read_results, row_name  # noqa: E402
 
 TINY = ["--method", "hagcn", "itq", "--task", "gcn", "--exp_hash_len", "8", "16", "--folds", "2", "--num_epochs", "2",
         "--hidden", "64"]
@@ -97,11 +97,15 @@ def regenerated_tables(results_dir: Path):
     """(table.md text, the table regenerated from its results.csv and run ids) of every grid in results_dir."""
     for table_md in sorted(results_dir.glob("*/table.md")):
         text = table_md.read_text()
-        bits, runs = re.search(r"<!-- bits: ([\d ]+); run ids: ([0-9a-f ]*) -->", text).groups()
+        found = re.search(r"<!-- bits: ([\d ]+);(?: folds: (\d+);)? run ids: ([0-9a-f ]*?)(?:; names: (.*))? -->", text)
+        bits, folds, runs, names = found.groups()
         by_id = {r["run_id"]: r for r in read_results(table_md.parent / "results.csv")}
         rows = [by_id[i] for i in runs.split()]
-        yield text, markdown_table(rows, [int(b) for b in bits.split()],
-                                   commit=tables.commits_of(rows, table_md.parent))
+        commit = tables.commits_of(rows, table_md.parent)
+        if names:  # bench/ablation.py: each row is a variant of HAGCN, named in the comment
+            rows = [{**r, "method": name, "supervised": False} for r, name in zip(rows, names.split("|"))]
+        yield text, markdown_table(rows, [int(b) for b in bits.split()], commit=commit,
+                                   folds=int(folds) if folds else None)
 
 
 def test_generated_tables_match_their_results(out):
@@ -140,3 +144,18 @@ def test_docs_blocks_are_replaced_by_their_table_md(out, tmp_path):
     pages[1].write_text("<!-- table: nosuchgrid -->\nx\n<!-- /table: nosuchgrid -->\n")
     assert tables.main_cli([*cli, "--docs", *map(str, pages), "--", *TINY]) == 2
     assert pages[0].read_text() == page
+
+
+def test_prune_drops_the_runs_of_other_settings(out, tmp_path):
+    """--prune keeps the grid's cells and removes rows and run folders that no current cell owns (e.g. a run of a
+    former default budget)."""
+    import shutil
+    copy = tmp_path / "results"
+    shutil.copytree(out / "digits", copy / "digits")
+    rows = read_results(copy / "digits" / "results.csv")
+    stale = dict(rows[0], run_id="0123456789ab")
+    shutil.copytree(copy / "digits" / "runs" / rows[0]["run_id"], copy / "digits" / "runs" / stale["run_id"])
+    append_result(copy / "digits" / "results.csv", stale)
+    assert tables.main_cli(["--tables_only", "--prune", "--only", "digits", "--out", str(copy), "--", *TINY]) == 0
+    assert read_results(copy / "digits" / "results.csv") == rows
+    assert sorted(p.name for p in (copy / "digits" / "runs").iterdir()) == sorted(r["run_id"] for r in rows)

@@ -93,3 +93,23 @@ def test_markdown_table_cells_marks_and_commit():
 def test_supervised_column_reads_csv_text_and_bools(value):
     r = {**row("shc", 8, 0.5), "supervised": value}
     assert "| shc | yes | **0.5000** |" in markdown_table([r], [8])
+
+
+def test_a_partial_grids_cells_say_how_many_folds_they_hold():
+    rows = [row("itq", 16, 0.8, 0), row("itq", 16, 0.82, 1), row("itq", 32, 0.7, 0), row("lsh", 16, 0.5, 0)]
+    md = markdown_table(rows, [16, 32], folds=2)
+    assert "| itq | no | **0.8100 ± 0.0100** | **0.7000** (1 of 2 folds) |" in md
+    assert "| lsh | no | 0.5000 (1 of 2 folds) | - |" in md
+    assert "of 2 folds" not in markdown_table(rows, [16, 32])  # without the grid's folds: no marks
+
+
+def test_atomic_write_on_a_full_disk_names_the_file_and_leaves_nothing(tmp_path):
+    path = tmp_path / "table.md"
+    path.write_text("old")
+
+    def full(tmp):
+        tmp.write_text("half")
+        raise OSError(28, "No space left on device")
+    with pytest.raises(results.OutputError, match=r"table\.md: cannot write \(No space left on device\)$"):
+        results.atomic_write(path, full)
+    assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["table.md"]
