@@ -188,7 +188,7 @@ def test_a_warm_graph_cache_is_not_reused_when_a_graph_setting_changes(tmp_path,
 # ----------------------------------------------------------------------------- the validation split
 
 VAL = ["--method", "hagcn", "dsh", "--task", "gcn", "--exp_hash_len", "8", *FAST, "--val_queries", "60",
-       "--val_db", "300", "--num_epochs", "3"]
+       "--val_db", "300", "--num_epochs", "3", "--val_every", "1"]
 
 
 def test_validation_scores_are_the_map_of_the_kept_models_codes(tmp_path):
@@ -532,7 +532,7 @@ def test_train_from_args_leaves_out_what_the_flags_do_not_use(monkeypatch):
                              None)
     assert (kw["neighbours"], kw["edges"], kw["coords"], kw["checkpoint"], kw["history"], kw["validation"]) == \
         (None,) * 6
-    assert (kw["precision"], kw["lr_schedule"]) == ("fp32", "constant")
+    assert (kw["precision"], kw["lr_schedule"], kw["warmup_epochs"]) == ("fp32", "cosine", 1.0)  # the defaults
 
 
 # ----------------------------------------------------------------------------- feature matrix and multi-label data
@@ -676,3 +676,19 @@ def test_a_real_full_file_system_is_one_line(tmp_path):
     lines = run.stderr.strip().splitlines()
     assert lines[-1].startswith("error: ") and "graph-" in lines[-1] and "No space left on device" in lines[-1]
     assert "Traceback" not in run.stderr and not left
+
+
+@pytest.mark.parametrize("train, val_rows, every", [(55000, 6000, 1), (1294, 1437, 8), (1079, 1199, 8), (10, 0, 1)])
+def test_the_default_validation_interval_keeps_it_under_5_percent(train, val_rows, every):
+    """Fashion-MNIST (55,000 training rows, 1,000 + 5,000 validation rows) every epoch, digits every 8th; without a
+    validation split, 1 (nothing is scored anyway)."""
+    queries = min(val_rows, 143)
+    split = data.Split(np.arange(train), np.arange(1), np.arange(1), np.arange(queries), np.arange(val_rows - queries))
+    assert main.validation_every(split) == every
+    assert every == 1 or val_rows / (3 * train * every) < 0.05
+
+
+def test_the_resolved_interval_is_recorded(tmp_path):
+    status, rows, args = main.run(["--method", "lsh", "--exp_hash_len", "8", "--log_dir", str(tmp_path)])
+    assert status == 0 and args.val_every == 8
+    assert json.loads((tmp_path / "runs" / rows[0]["run_id"] / "run.json").read_text())["args"]["val_every"] == 8
