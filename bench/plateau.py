@@ -32,16 +32,18 @@ import main  # noqa: E402
 from convergence import read_curve, write_csv  # noqa: E402
 from results import read_results, row_name  # noqa: E402
 
-REFERENCE = "--lr 1e-4 --lr_schedule constant --num_epochs 200"  # today's defaults: the study's curve
+REFERENCE = "--lr 1e-4 --lr_schedule constant --warmup_epochs 0 --num_epochs 200"  # the former defaults: the study's
 CONFIGS = {
     "cosine 1e-3, 20 epochs": "--lr 1e-3 --lr_schedule cosine --warmup_epochs 1 --num_epochs 20",
     "cosine 1e-3, 30 epochs": "--lr 1e-3 --lr_schedule cosine --warmup_epochs 1 --num_epochs 30",
     "cosine 3e-3, 20 epochs": "--lr 3e-3 --lr_schedule cosine --warmup_epochs 1 --num_epochs 20",
-    "constant 1e-3, 30 epochs": "--lr 1e-3 --lr_schedule constant --num_epochs 30",
-    "batch 256, cosine 2e-3, 30 epochs": "--batch_size 256 --lr 2e-3 --lr_schedule cosine --warmup_epochs 1 "
-                                         "--num_epochs 30",
-    "bf16, cosine 1e-3, 30 epochs": "--precision bf16 --lr 1e-3 --lr_schedule cosine --warmup_epochs 1 "
+    "constant 1e-3, 30 epochs": "--lr 1e-3 --lr_schedule constant --warmup_epochs 0 --num_epochs 30",
+    "cosine 3e-4, 30 epochs": "--lr 3e-4 --lr_schedule cosine --warmup_epochs 1 --num_epochs 30",
+    "cosine 2e-4, 30 epochs": "--lr 2e-4 --lr_schedule cosine --warmup_epochs 1 --num_epochs 30",
+    "bf16, cosine 3e-4, 30 epochs": "--precision bf16 --lr 3e-4 --lr_schedule cosine --warmup_epochs 1 "
                                     "--num_epochs 30",
+    "batch 256, cosine 6e-4, 30 epochs": "--batch_size 256 --lr 6e-4 --lr_schedule cosine --warmup_epochs 1 "
+                                         "--num_epochs 30",
 }
 
 
