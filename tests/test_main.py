@@ -298,7 +298,8 @@ def test_sigkill_then_resume_gives_the_uninterrupted_codes_and_table(tmp_path):
 
 
 EARLY = ["--method", "hagcn", "--task", "gcn", "--exp_hash_len", "16", "--num_epochs", "60", "--hidden", "64",
-         "--batch_size", "32", "--lr", "3e-3", "--early_stop", "3", "--select_epoch", "best_val", "--seed", "1"]
+         "--batch_size", "32", "--lr", "3e-3", "--lr_schedule", "constant", "--early_stop", "3", "--val_every", "1",
+         "--select_epoch", "best_val", "--seed", "1"]
 
 
 def test_sigkill_then_resume_with_early_stopping_gives_the_uninterrupted_codes(tmp_path):
@@ -426,7 +427,7 @@ def test_corrupt_checkpoint_on_resume_is_a_one_line_error(tmp_path, capsys):
     argv = ["--method", "hagcn", "--task", "gcn", "--exp_hash_len", "8", "--num_epochs", "1", "--hidden", "16",
             "--subsample", "100", "--log_dir", str(tmp_path)]
     args = parse_args(argv)
-    args.knn = 10
+    main.load_data(args)  # resolves the defaults that depend on the data (--knn, --val_every)
     run_id = results.run_id_of(main.run_settings(args, "hagcn", "gcn", 8, 0))
     (tmp_path / "runs" / run_id).mkdir(parents=True)
     (tmp_path / "runs" / run_id / "checkpoint.pt").write_bytes(b"not a checkpoint")

@@ -129,7 +129,9 @@ def test_learning_curves_are_the_epochs_csv_of_each_filter(rows, logs):
             assert np.allclose(values, epochs[name]) and len(values) == 2  # --num_epochs 2
         assert np.allclose(got["total"], got["reconstruction"] + got["similarity"], rtol=1e-4)
         (val,) = twin.get_lines()
-        assert np.allclose(val.get_ydata(), epochs["val_map"]) and 0 < min(val.get_ydata()) <= 1
+        scored = np.isfinite(epochs["val_map"])  # the validated epochs (--val_every), the last among them
+        assert scored[-1] and np.allclose(val.get_xdata(), epochs["epoch"][scored])
+        assert np.allclose(val.get_ydata(), epochs["val_map"][scored]) and 0 < min(val.get_ydata()) <= 1
     with pytest.raises(plots.Skip, match="no run at 16 bits has an epochs.csv"):
         plots.fig_loss_curves([r for r in rows if r["method"] == "lsh"], logs, "digits", bits=16)
 
