@@ -74,7 +74,8 @@ def build_parser() -> Parser:
     # methods
     a("--method", nargs="+", default=["hagcn", "itq", "lsh"],
       help=f"any of {' '.join(METHOD_NAMES)}, or all (default: HAGCN with ITQ and LSH for context)")
-    a("--task", nargs="+", default=FILTER_NAMES, help="HAGCN spectral filters")
+    a("--task", nargs="+", default=["gcn"],
+      help=f"HAGCN spectral filters, any of {' '.join(FILTER_NAMES)}")
     a("--exp_hash_len", nargs="+", type=int, default=[16, 32, 64], help="code lengths in bits")
     a("--k", type=int, default=4, help="filter order K (Chebyshev order, eigenvectors, Lanczos steps)")
     a("--knn", type=int, default=None, help="neighbours per node of the batch graph (default: number of classes)")
