@@ -78,3 +78,16 @@ def test_plateau_times_each_configuration_against_the_reference(study, tmp_path)
     for r in rows[::3]:  # the reference reaches its own level, at ratio 1
         assert r["epochs_to_level"] and float(r["time_ratio"]) == 1.0
     assert {int(r["epochs"]) for r in rows[1::3]} == {20}
+    for r in rows:  # the ratio at a candidate's own last score: its time against the reference's time to that score
+        if r["reference_epochs_to_last_val"]:
+            ref = rows[rows.index(r) // 3 * 3]
+            assert float(r["time_ratio_at_last_val"]) == pytest.approx(
+                int(r["epochs"]) * float(r["seconds_per_epoch"])
+                / (int(r["reference_epochs_to_last_val"]) * float(ref["seconds_per_epoch"])), rel=1e-2)
+
+
+def test_matching_epoch_is_the_first_to_reach_the_value():
+    epochs, val = np.array([1, 2, 3, 4]), np.array([0.5, 0.7, 0.69, 0.71])
+    assert plateau.matching_epoch(epochs, val, 0.7) == 2
+    assert plateau.matching_epoch(epochs, val, 0.705) == 4
+    assert plateau.matching_epoch(epochs, val, 0.8) is None
