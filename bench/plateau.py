@@ -47,6 +47,8 @@ CONFIGS = {
                                     "--num_epochs 30",
     "batch 256, cosine 6e-4, 30 epochs": "--batch_size 256 --lr 6e-4 --lr_schedule cosine --warmup_epochs 1 "
                                          "--num_epochs 30",
+    "no reconstruction, cosine 1e-3, 20 epochs": "--recon_weight 0 --lr 1e-3 --lr_schedule cosine --warmup_epochs 1 "
+                                                 "--num_epochs 20",
 }
 
 
