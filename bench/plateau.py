@@ -135,18 +135,16 @@ def main_cli(argv: list[str] | None = None) -> int:
     timed = {"today (constant 1e-4)": with_extra({"": REFERENCE}, extra)[""], **configs}
     per_epoch = seconds_per_epoch(a.dataset, a.bits, timed, a.time_steps, a.rounds, out / "plateau" / "timing")
     rows = []
-    ref_epochs_of = {fold: curve[0] for fold, curve in reference.items()}
-    for fold, (_, ref_val, _) in sorted(reference.items()):
+    for fold, (ref_epochs_all, ref_val, _) in sorted(reference.items()):
         level = ref_val.max() - a.tolerance
         base_epochs = None
         for name, by_fold in found.items():
             epochs, val, _ = by_fold[fold]
-            hit = np.flatnonzero(val >= level)
-            reached = int(epochs[hit[0]]) if len(hit) else None
+            reached = matching_epoch(epochs, val, level)
             base_epochs = reached if base_epochs is None else base_epochs
             seconds = reached * per_epoch[name] if reached else None
             ratio = seconds / (base_epochs * per_epoch["today (constant 1e-4)"]) if seconds else None
-            ref_epochs = matching_epoch(ref_epochs_of[fold], ref_val, val[-1])
+            ref_epochs = matching_epoch(ref_epochs_all, ref_val, val[-1])
             ratio_at_last = (int(epochs[-1]) * per_epoch[name] / (ref_epochs * per_epoch["today (constant 1e-4)"])
                              if ref_epochs else None)
             rows.append([name, fold, f"{level:.4f}", f"{val.max():.4f}", f"{val[-1]:.4f}", int(epochs[-1]),
